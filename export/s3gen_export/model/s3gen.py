@@ -1,0 +1,92 @@
+"""S3Gen as one module tree whose state-dict names match upstream checkpoints (flow.*, mel2wav.*)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import S3GenConfig
+from .encoder import UpsampleConformerEncoder
+from .estimator import ConditionalDecoder
+from .layers import gather_ragged_concat, sequence_mask
+from .vocoder import HiFTGenerator
+
+
+class CFMDecoder(nn.Module):
+    """Holds the estimator under upstream's name (flow.decoder.estimator)."""
+
+    def __init__(self, cfg: S3GenConfig):
+        super().__init__()
+        self.estimator = ConditionalDecoder(cfg.estimator)
+
+
+class Flow(nn.Module):
+    """Token embedding, speaker projection, conformer encoder and its projection to 80 mel bins."""
+
+    def __init__(self, cfg: S3GenConfig):
+        super().__init__()
+        enc = cfg.encoder
+        self.token_mel_ratio = enc.upsample_stride
+        self.input_embedding = nn.Embedding(enc.vocab_size, enc.input_size)
+        self.spk_embed_affine_layer = nn.Linear(enc.speaker_embed_dim, enc.mel_bins)
+        self.encoder = UpsampleConformerEncoder(enc)
+        self.encoder_proj = nn.Linear(enc.output_size, enc.mel_bins)
+        self.decoder = CFMDecoder(cfg)
+
+    def speaker(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, 192) x-vector -> (B, 80): L2-normalised, then projected."""
+        return self.spk_embed_affine_layer(F.normalize(embedding, dim=1))
+
+    def encode(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
+               prompt_tokens: torch.Tensor, prompt_lengths: torch.Tensor,
+               prompt_feat: torch.Tensor, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything the estimator needs, for right-padded batches.
+
+        tokens (B, N) + token_lengths, prompt_tokens (B, P) + prompt_lengths, prompt_feat (B, 2P, 80)
+        (valid for 2 * prompt_lengths frames), embedding (B, 192). Row b's sequence is its prompt then
+        its tokens; T = 2 (P + N). Returns mu (B, 80, T), mask (B, 1, T), spks (B, 80), cond (B, 80, T).
+        """
+        seq, seq_lengths = gather_ragged_concat(prompt_tokens, prompt_lengths, tokens, token_lengths)
+        token_mask = sequence_mask(seq_lengths, seq.shape[1]).unsqueeze(-1)
+        # padded ids may be anything: clamp before the lookup, the mask zeroes them after it
+        emb = self.input_embedding(seq.clamp(0, self.input_embedding.num_embeddings - 1))
+        emb = emb * token_mask.to(emb.dtype)
+        h, h_lengths = self.encoder(emb, seq_lengths)
+        mu = self.encoder_proj(h).transpose(1, 2)
+        frames = h.shape[1]
+        mask = sequence_mask(h_lengths, frames).unsqueeze(1).to(mu.dtype)
+        # cond: the prompt mel in each row's first 2 * prompt_length frames, zeros after
+        feat = F.pad(prompt_feat, (0, 0, 0, frames - prompt_feat.shape[1]))
+        feat_mask = sequence_mask(prompt_lengths * self.token_mel_ratio, frames).unsqueeze(-1).to(feat.dtype)
+        cond = (feat * feat_mask).transpose(1, 2)
+        return {"mu": mu, "mask": mask, "spks": self.speaker(embedding), "cond": cond}
+
+
+class S3Gen(nn.Module):
+    def __init__(self, cfg: S3GenConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.flow = Flow(cfg)
+        self.mel2wav = HiFTGenerator(cfg.vocoder)
+
+    @property
+    def variant(self) -> str:
+        return self.cfg.variant
+
+
+def build_model(variant: str = "standard") -> S3Gen:
+    return S3Gen(S3GenConfig.for_variant(variant)).eval()
+
+
+@lru_cache(maxsize=None)
+def _expected_shapes(variant: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    with torch.device("meta"):
+        model = S3Gen(S3GenConfig.for_variant(variant))
+    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+
+
+def expected_state_dict(variant: str) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every entry a checkpoint of this variant must hold (built on the meta device)."""
+    return dict(_expected_shapes(variant))

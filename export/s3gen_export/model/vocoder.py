@@ -1,0 +1,197 @@
+"""HiFTGenerator (NSF + iSTFTNet) with its ConvRNNF0Predictor: mel (50 Hz) -> waveform (24 kHz).
+
+Upstream names and maths, with three export-minded differences that leave the batch-1 result
+unchanged: the sine source's random phase and noise are inputs, each conv sees zeros past the
+row's valid length (so a right-padded row gives what it gives alone), and the STFT/ISTFT pair is
+a swappable module (torch.stft/istft for the reference, convolutions for export; see dsp.py).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from ..config import VocoderConfig
+from ..dsp import TorchSpectral
+from .layers import sequence_mask
+
+
+def get_padding(kernel_size: int, dilation: int = 1) -> int:
+    return (kernel_size * dilation - dilation) // 2
+
+
+class Snake(nn.Module):
+    """x + 1/alpha * sin^2(alpha x), alpha per channel (linear scale)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.alpha.unsqueeze(0).unsqueeze(-1)
+        return x + (1.0 / (alpha + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs1 = nn.ModuleList([weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=d,
+                                                           padding=get_padding(kernel_size, d)))
+                                     for d in dilations])
+        self.convs2 = nn.ModuleList([weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=1,
+                                                           padding=get_padding(kernel_size, 1)))
+                                     for _ in dilations])
+        self.activations1 = nn.ModuleList([Snake(channels) for _ in dilations])
+        self.activations2 = nn.ModuleList([Snake(channels) for _ in dilations])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
+            xt = conv1(act1(x) * mask)
+            xt = conv2(act2(xt) * mask)
+            x = xt + x
+        return x
+
+
+class ConvRNNF0Predictor(nn.Module):
+    def __init__(self, in_channels: int = 80, cond_channels: int = 512):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(5):
+            layers += [weight_norm(nn.Conv1d(in_channels if i == 0 else cond_channels, cond_channels, 3, padding=1)),
+                       nn.ELU()]
+        self.condnet = nn.Sequential(*layers)
+        self.classifier = nn.Linear(cond_channels, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, 80, F), mask (B, 1, F) -> f0 (B, F) in Hz."""
+        for i in range(0, len(self.condnet), 2):
+            x = self.condnet[i + 1](self.condnet[i](x * mask))
+        return torch.abs(self.classifier(x.transpose(1, 2)).squeeze(-1))
+
+
+class SineGen(nn.Module):
+    """Harmonic sine source; the random initial phase and gaussian noise come in as arguments."""
+
+    def __init__(self, sampling_rate: int, harmonic_num: int, sine_amp: float, noise_std: float,
+                 voiced_threshold: float):
+        super().__init__()
+        self.sampling_rate = sampling_rate
+        self.harmonic_num = harmonic_num
+        self.sine_amp = sine_amp
+        self.noise_std = noise_std
+        self.voiced_threshold = voiced_threshold
+
+    def forward(self, f0: torch.Tensor, phase: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """f0: (B, 1, S) Hz; phase: (B, H, 1); noise: (B, H, S) standard normal -> (B, H, S)."""
+        harmonics = torch.arange(1, self.harmonic_num + 2, device=f0.device, dtype=f0.dtype).view(1, -1, 1)
+        f_mat = f0 * harmonics / self.sampling_rate
+        # torch's CPU cumsum accumulates float32 in double; do the same explicitly so every backend
+        # (ONNX Runtime included) rounds the running phase exactly as upstream does.
+        cycles = torch.cumsum(f_mat.to(torch.float64), dim=-1).to(torch.float32)
+        theta = 2 * math.pi * (cycles - torch.floor(cycles))
+        sine = self.sine_amp * torch.sin(theta + phase)
+        uv = (f0 > self.voiced_threshold).to(f0.dtype)
+        noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
+        return sine * uv + noise_amp * noise
+
+
+class SourceModuleHnNSF(nn.Module):
+    def __init__(self, cfg: VocoderConfig):
+        super().__init__()
+        self.l_sin_gen = SineGen(cfg.sampling_rate, cfg.nb_harmonics, cfg.nsf_alpha, cfg.nsf_sigma,
+                                 cfg.nsf_voiced_threshold)
+        self.l_linear = nn.Linear(cfg.nb_harmonics + 1, 1)
+
+    def forward(self, f0: torch.Tensor, phase: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """f0 (B, 1, S) -> merged excitation (B, 1, S)."""
+        sines = self.l_sin_gen(f0, phase, noise)
+        return torch.tanh(self.l_linear(sines.transpose(1, 2))).transpose(1, 2)
+
+
+class HiFTGenerator(nn.Module):
+    def __init__(self, cfg: VocoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.upsample_rates = tuple(cfg.upsample_rates)
+        self.num_kernels = len(cfg.resblock_kernel_sizes)
+        self.samples_per_frame = math.prod(cfg.upsample_rates) * cfg.hop_len
+        self.m_source = SourceModuleHnNSF(cfg)
+        base = cfg.base_channels
+        self.conv_pre = weight_norm(nn.Conv1d(cfg.in_channels, base, 7, 1, padding=3))
+        self.ups = nn.ModuleList([
+            weight_norm(nn.ConvTranspose1d(base // 2 ** i, base // 2 ** (i + 1), k, u, padding=(k - u) // 2))
+            for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes))])
+        self.source_downs = nn.ModuleList()
+        self.source_resblocks = nn.ModuleList()
+        down_rates = [1] + list(cfg.upsample_rates[::-1][:-1])
+        cum_rates = [math.prod(down_rates[: i + 1]) for i in range(len(down_rates))]
+        n_spec = cfg.n_fft + 2
+        for i, (u, k, d) in enumerate(zip(cum_rates[::-1], cfg.source_resblock_kernel_sizes,
+                                          cfg.source_resblock_dilation_sizes)):
+            ch = base // 2 ** (i + 1)
+            self.source_downs.append(nn.Conv1d(n_spec, ch, 1, 1) if u == 1 else
+                                     nn.Conv1d(n_spec, ch, u * 2, u, padding=u // 2))
+            self.source_resblocks.append(ResBlock(ch, k, tuple(d)))
+        self.resblocks = nn.ModuleList()
+        for i in range(len(self.ups)):
+            ch = base // 2 ** (i + 1)
+            for k, d in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
+                self.resblocks.append(ResBlock(ch, k, tuple(d)))
+        self.conv_post = weight_norm(nn.Conv1d(ch, n_spec, 7, 1, padding=3))
+        self.f0_predictor = ConvRNNF0Predictor(cfg.in_channels, cfg.f0_cond_channels)
+        self.spectral: nn.Module = TorchSpectral(cfg.n_fft, cfg.hop_len)
+
+    @staticmethod
+    def _mask(lengths: torch.Tensor, size: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return sequence_mask(lengths, size).unsqueeze(1).to(dtype)
+
+    def source(self, f0: torch.Tensor, phase: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """f0 (B, F) at 50 Hz -> excitation (B, 1, F * 480)."""
+        f0_up = torch.repeat_interleave(f0.unsqueeze(1), self.samples_per_frame, dim=2)
+        return self.m_source(f0_up, phase, noise)
+
+    def decode(self, x: torch.Tensor, s: torch.Tensor, mel_lengths: torch.Tensor) -> torch.Tensor:
+        """mel (B, 80, F) + excitation (B, 1, S) -> waveform (B, S) before clamping."""
+        dtype = x.dtype
+        s_lengths = mel_lengths * self.samples_per_frame
+        hop = self.cfg.hop_len
+        s_stft = self.spectral.stft(s.squeeze(1), s_lengths)
+        stft_mask = self._mask(s_lengths // hop + 1, s_stft.shape[2], dtype)
+        s_stft = s_stft * stft_mask
+
+        x = self.conv_pre(x * self._mask(mel_lengths, x.shape[2], dtype))
+        lengths = mel_lengths
+        for i, rate in enumerate(self.upsample_rates):
+            x = F.leaky_relu(x, self.cfg.lrelu_slope)
+            x = self.ups[i](x * self._mask(lengths, x.shape[2], dtype))
+            lengths = lengths * rate
+            if i == len(self.upsample_rates) - 1:
+                x = F.pad(x, (1, 0), mode="reflect")
+                lengths = lengths + 1
+            mask = self._mask(lengths, x.shape[2], dtype)
+            si = self.source_resblocks[i](self.source_downs[i](s_stft), mask)
+            x = x + si
+            xs = self.resblocks[i * self.num_kernels](x, mask)
+            for j in range(1, self.num_kernels):
+                xs = xs + self.resblocks[i * self.num_kernels + j](x, mask)
+            x = xs / self.num_kernels
+        x = self.conv_post(F.leaky_relu(x) * mask)
+        bins = self.cfg.n_fft // 2 + 1
+        magnitude = torch.clamp(torch.exp(x[:, :bins, :]), max=1e2)
+        phase = torch.sin(x[:, bins:, :])
+        return self.spectral.istft(magnitude * torch.cos(phase), magnitude * torch.sin(phase), mask)
+
+    def forward(self, mel: torch.Tensor, mel_lengths: torch.Tensor, sine_phase: torch.Tensor,
+                sine_noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        """mel (B, 80, F), mel_lengths (B,), sine_phase (B, 9, 1), sine_noise (B, 9, 480F).
+
+        Returns f0 (B, F), source (B, 1, 480F), istft (B, 480F) and wav (clamped, zero past each row's end)."""
+        f0 = self.f0_predictor(mel, self._mask(mel_lengths, mel.shape[2], mel.dtype))
+        s = self.source(f0, sine_phase, sine_noise)
+        istft = self.decode(mel, s, mel_lengths)
+        sample_mask = sequence_mask(mel_lengths * self.samples_per_frame, istft.shape[1]).to(istft.dtype)
+        wav = torch.clamp(istft, -self.cfg.audio_limit, self.cfg.audio_limit) * sample_mask
+        return {"f0": f0, "source": s, "istft": istft, "wav": wav}
