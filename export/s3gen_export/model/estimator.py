@@ -199,6 +199,7 @@ class GuidedEstimator(nn.Module):
         cond2 = torch.cat([cond, torch.zeros_like(cond)], dim=0)
         r2 = None if r is None else torch.cat([r, r], dim=0)
         v = self.decoder(x2, mask2, mu2, t2, spks2, cond2, r2)
-        v_cond, v_uncond = v.chunk(2, dim=0)
+        batch = x.shape[0]
+        v_cond, v_uncond = v[:batch], v[batch:]   # slicing, not chunk(): chunk's guards pin the batch
         w = cfg_rate.view(-1, 1, 1)
         return (1.0 + w) * v_cond - w * v_uncond

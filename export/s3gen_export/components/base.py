@@ -1,0 +1,102 @@
+"""Declarative export specs: one per graph (inputs, outputs, named axes, opset, tolerances, dummies).
+
+A spec says what a graph is; `onnx_export.py` turns a spec plus the prepared model into a file and
+`validate.py` checks that file against eager PyTorch at the spec's validation cases.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+from torch import nn
+
+DEFAULT_OPSET = 18   # what torch's exporter emits natively; TensorRT 10 parses it
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str                       # numpy dtype name: float32, int64
+    shape: tuple[int | str, ...]     # ints are fixed, strings are named dynamic axes
+
+    def to_manifest(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float = 0.0
+
+
+@dataclass(frozen=True)
+class Case:
+    """A request batch to export or validate at: one (prompt tokens, new tokens) pair per row."""
+    name: str
+    rows: tuple[tuple[int, int], ...]
+
+    @property
+    def batch(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    tolerances: dict[str, Tolerance]
+    build_module: Callable[[nn.Module], nn.Module]          # prepared S3Gen -> graph module
+    make_inputs: Callable[[Case, np.random.Generator], dict[str, np.ndarray]]
+    export_case: Case
+    validation_cases: tuple[Case, ...]
+    # axis name -> (base axis, multiplier) for axes that are a fixed multiple of another
+    derived_axes: dict[str, tuple[str, int]] = field(default_factory=dict)
+    opset: int = DEFAULT_OPSET
+    description: str = ""
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def declaration(self) -> dict:
+        """The declarative part of the spec (what the hash covers)."""
+        return {
+            "name": self.name, "opset": self.opset,
+            "inputs": [t.to_manifest() for t in self.inputs],
+            "outputs": [t.to_manifest() for t in self.outputs],
+            "derived_axes": {k: list(v) for k, v in sorted(self.derived_axes.items())},
+            "tolerances": {k: asdict(v) for k, v in sorted(self.tolerances.items())},
+        }
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.declaration(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Shapes shared by the three graphs' validation: none equals an export case, one is batch 2 with
+# unequal lengths (padding must be inert), one is batch 1 long enough to cross 512 mel frames.
+EXPORT_CASE = Case("export_b2", ((6, 9), (4, 5)))
+VALIDATION_CASES = (
+    Case("b1_short", ((3, 5),)),
+    Case("b1_long", ((50, 210),)),
+    Case("b2_unequal", ((25, 35), (10, 14))),
+    Case("b3_mixed", ((8, 40), (30, 6), (12, 20))),
+)
+
+
+def lengths(case: Case, which: str, scale: int = 1) -> np.ndarray:
+    """Per-row lengths: 'prompt' tokens, 'new' tokens or 'total' tokens, times scale."""
+    index = {"prompt": (0,), "new": (1,), "total": (0, 1)}[which]
+    return np.array([sum(row[i] for i in index) * scale for row in case.rows], dtype=np.int64)
+
+
+def length_mask(lens: np.ndarray, size: int) -> np.ndarray:
+    return (np.arange(size)[None, :] < lens[:, None]).astype(np.float32)

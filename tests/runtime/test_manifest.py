@@ -1,0 +1,254 @@
+import copy
+import hashlib
+import json
+
+import pytest
+
+from s3gen_runtime.buckets import Bucket
+from s3gen_runtime.errors import ArtifactError, ManifestError
+from s3gen_runtime.manifest import (
+    SCHEMA_VERSION,
+    Audio,
+    Manifest,
+    load_manifest,
+    sha256_file,
+    write_manifest,
+)
+
+FILES = {"encoder.onnx": b"encoder graph bytes", "estimator.onnx": b"estimator graph bytes" * 100,
+         "engines/estimator_mel256.engine": b"serialized engine"}
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def component(file: str) -> dict:
+    return {
+        "file": file, "sha256": sha(FILES[file]), "format": "onnx", "precision": "fp32", "opset": 17,
+        "spec_hash": "abc123",
+        "inputs": [{"name": "x", "dtype": "float32", "shape": ["batch", 80, "frames"]},
+                   {"name": "t", "dtype": "float32", "shape": ["batch"]}],
+        "outputs": [{"name": "v", "dtype": "float32", "shape": ["batch", 80, "frames"]}],
+        "validation": {"passed": True,
+                       "cases": [{"name": "T120", "max_abs": {"v": 1.2e-5}, "max_rel": {"v": 3e-4}}],
+                       "tolerance": {"v": {"atol": 1e-4, "rtol": 1e-3}}},
+    }
+
+
+def manifest_dict() -> dict:
+    return {
+        "schema_version": 1,
+        "tool": {"name": "s3gen-aot", "version": "0.1.0"},
+        "versions": {"python": "3.11.9", "torch": "2.13.0", "onnx": "1.23.2", "onnxruntime": "1.32.0",
+                     "tensorrt": None},
+        "checkpoint": {"file": "s3gen.safetensors", "sha256": sha(b"ckpt"), "variant": "standard"},
+        "audio": Audio.current().to_dict(),
+        "defaults": {"solver": "euler", "steps": 10, "cfg_rate": 0.7},
+        "buckets": [{"name": "mel256", "mel_frames": 256}, {"name": "mel512", "mel_frames": 512}],
+        "components": {"encoder": component("encoder.onnx"), "estimator": component("estimator.onnx")},
+        "engines": [{
+            "file": "engines/estimator_mel256.engine", "sha256": sha(FILES["engines/estimator_mel256.engine"]),
+            "graph": "estimator", "bucket": "mel256", "precision": "fp16", "tensorrt": "10.9.0",
+            "gpu": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "min_batch": 1, "max_batch": 4,
+            "build_options": {"workspace_gb": 4, "fp32_layers": ["LayerNorm", "Softmax"]},
+            "validation": {"max_abs": {"v": 0.002}},
+        }],
+        "tuning": {"solver": "dpmpp2m", "steps": 6, "cfg_rate": 0.7, "target_db": 30.0,
+                   "measured": {"euler": {"6": 27.5}, "dpmpp2m": {"6": 31.2}}},
+    }
+
+
+@pytest.fixture
+def folder(tmp_path):
+    for name, data in FILES.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest_dict()))
+    return tmp_path
+
+
+def write_dict(folder, data):
+    (folder / "manifest.json").write_text(json.dumps(data))
+
+
+# ---------------------------------------------------------------- round trip
+
+def test_round_trip(folder):
+    m = load_manifest(folder)
+    assert m.schema_version == SCHEMA_VERSION
+    assert m.buckets == (Bucket("mel256", 256), Bucket("mel512", 512))
+    assert m.component("estimator").inputs[0].shape == ("batch", 80, "frames")
+    assert m.engines[0].graph == "estimator" and m.tuning.steps == 6
+    assert m.to_dict() == manifest_dict()
+    write_manifest(folder, m)
+    text = (folder / "manifest.json").read_text()
+    assert text == m.dumps() and text.startswith('{\n  "audio"')   # indent 2, sorted keys
+    assert load_manifest(folder) == m
+    assert Manifest.loads(m.dumps()) == m
+
+
+def test_optional_nulls_and_empty_engines(folder):
+    data = manifest_dict()
+    data["engines"], data["tuning"], data["versions"]["torch"] = [], None, None
+    write_dict(folder, data)
+    m = load_manifest(folder)
+    assert m.engines == () and m.tuning is None and m.versions.torch is None
+    assert m.to_dict() == data
+
+
+def test_component_lookup_lists_available(folder):
+    with pytest.raises(ArtifactError, match="no component 'vocoder'.*available: encoder, estimator"):
+        load_manifest(folder).component("vocoder")
+
+
+# ---------------------------------------------------------------- strictness
+
+def mutated(path_setter):
+    data = manifest_dict()
+    path_setter(data)
+    return data
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d.update(extra=1), "unknown key extra"),
+    (lambda d: d["tool"].update(homepage="x"), r"unknown key tool\.homepage"),
+    (lambda d: d["components"]["encoder"]["inputs"][0].update(foo=1),
+     r"unknown key components\.encoder\.inputs\[0\]\.foo"),
+    (lambda d: d["components"]["estimator"]["validation"]["cases"][0].update(p99=1),
+     r"unknown key components\.estimator\.validation\.cases\[0\]\.p99"),
+    (lambda d: d["engines"][0].update(timing=3), r"unknown key engines\[0\]\.timing"),
+])
+def test_unknown_keys_are_refused_with_their_path(folder, mutate, match):
+    write_dict(folder, mutated(mutate))
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(folder)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d.pop("defaults"), "missing key defaults"),
+    (lambda d: d.pop("tuning"), "missing key tuning"),
+    (lambda d: d["checkpoint"].pop("sha256"), r"missing key checkpoint\.sha256"),
+    (lambda d: d["components"]["encoder"]["outputs"][0].pop("dtype"),
+     r"missing key components\.encoder\.outputs\[0\]\.dtype"),
+    (lambda d: d["engines"][0].pop("compute_capability"), r"missing key engines\[0\]\.compute_capability"),
+])
+def test_missing_keys_are_refused(folder, mutate, match):
+    write_dict(folder, mutated(mutate))
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(folder)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d["defaults"].update(steps="ten"), r"defaults\.steps must be an integer, got str 'ten'"),
+    (lambda d: d["defaults"].update(steps=10.0), r"defaults\.steps must be an integer"),
+    (lambda d: d["defaults"].update(steps=True), r"defaults\.steps must be an integer"),
+    (lambda d: d["defaults"].update(steps=0), r"defaults\.steps must be >= 1"),
+    (lambda d: d["defaults"].update(cfg_rate="0.7"), r"defaults\.cfg_rate must be a finite number"),
+    (lambda d: d["defaults"].update(solver="rk4"), r"defaults\.solver is 'rk4'; expected one of euler"),
+    (lambda d: d["checkpoint"].update(variant="turbo"), r"checkpoint\.variant is 'turbo'"),
+    (lambda d: d["checkpoint"].update(sha256="ABC"), r"checkpoint\.sha256 must be 64 lowercase hex"),
+    (lambda d: d["versions"].update(python=None), r"versions\.python must be a string"),
+    (lambda d: d["tool"].update(name="other"), "made by 's3gen-aot'"),
+    (lambda d: d.update(buckets={"mel256": 256}), "buckets must be a list"),
+    (lambda d: d["buckets"].reverse(), "sorted by mel_frames"),
+    (lambda d: d["buckets"][0].update(mel_frames=255), r"buckets\[0\]:.*multiple of 2"),
+    (lambda d: d.update(components=[]), "components must be an object"),
+    (lambda d: d["components"]["encoder"].update(format="torchscript"), r"format is 'torchscript'"),
+    (lambda d: d["components"]["encoder"].update(precision="fp16"), r"precision is 'fp16'"),
+    (lambda d: d["components"]["encoder"].update(file="../escape.onnx"), "relative path inside"),
+    (lambda d: d["components"]["encoder"].update(file="/abs/encoder.onnx"), "relative path inside"),
+    (lambda d: d["components"]["encoder"]["inputs"][0].update(dtype="float8"), r"dtype is 'float8'"),
+    (lambda d: d["components"]["encoder"]["inputs"][0].update(shape=[1, 2.5]),
+     r"inputs\[0\]\.shape\[1\] must be a non-negative integer or an axis name"),
+    (lambda d: d["components"]["encoder"]["inputs"][1].update(name="x"), "duplicate tensor names"),
+    (lambda d: d["components"]["encoder"]["validation"].update(passed="yes"), r"passed must be true or false"),
+    (lambda d: d["components"]["encoder"]["validation"]["cases"][0]["max_abs"].update(v=-1.0),
+     r"max_abs\.v must be >= 0"),
+    (lambda d: d["engines"][0].update(graph="vocoder"), r"engines\[0\]\.graph 'vocoder' is not a component"),
+    (lambda d: d["engines"][0].update(bucket="mel9999"), r"engines\[0\]\.bucket 'mel9999' is not a bucket"),
+    (lambda d: d["engines"][0].update(max_batch=0), r"max_batch must be >= 1"),
+    (lambda d: d["engines"][0].update(min_batch=8), "max_batch 4 is below min_batch 8"),
+    (lambda d: d["engines"][0].update(build_options=None), r"build_options must be an object"),
+    (lambda d: d["tuning"].update(target_db="high"), r"tuning\.target_db must be a finite number"),
+    (lambda d: d["audio"].update(sample_rate=22050), r"audio\.sample_rate is 22050 but this runtime is built for 24000"),
+])
+def test_wrong_types_and_values_are_refused(folder, mutate, match):
+    write_dict(folder, mutated(mutate))
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(folder)
+
+
+def test_schema_version_2_is_refused_before_its_new_keys(folder):
+    data = manifest_dict()
+    data["schema_version"] = 2
+    data["streaming"] = {"chunk": 25}
+    write_dict(folder, data)
+    with pytest.raises(ManifestError, match="schema_version 2 is not supported: this runtime reads schema_version 1"):
+        load_manifest(folder)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"schema_version": "1"}', "schema_version must be an integer"),
+    ("[1, 2]", "must be a JSON object"),
+    ("{}", "missing key schema_version"),
+    ("{not json", "not valid JSON"),
+    ('{"schema_version": 1, "schema_version": 1}', "duplicate key 'schema_version'"),
+])
+def test_malformed_files(folder, text, match):
+    (folder / "manifest.json").write_text(text)
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(folder)
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(ArtifactError, match="no manifest.json"):
+        load_manifest(tmp_path)
+
+
+# ---------------------------------------------------------------- file verification
+
+def test_tampered_file_is_refused(folder):
+    path = folder / "estimator.onnx"
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0x01
+    path.write_bytes(bytes(data))
+    expected = sha(FILES["estimator.onnx"])[:12]
+    with pytest.raises(ArtifactError, match=rf"components\.estimator: file estimator\.onnx is tampered or corrupt.*{expected}"):
+        load_manifest(folder)
+    assert load_manifest(folder, verify=False).component("estimator").file == "estimator.onnx"
+
+
+def test_missing_files_are_named(folder):
+    (folder / "engines" / "estimator_mel256.engine").unlink()
+    with pytest.raises(ArtifactError, match=r"engines\[0\]: file engines/estimator_mel256\.engine is missing"):
+        load_manifest(folder)
+    (folder / "encoder.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"file encoder\.onnx is missing"):
+        load_manifest(folder)
+
+
+def test_sha256_file_streams(tmp_path):
+    data = bytes(range(256)) * 5000
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f", chunk_size=1000) == hashlib.sha256(data).hexdigest()
+    (tmp_path / "empty").write_bytes(b"")
+    assert sha256_file(tmp_path / "empty") == hashlib.sha256(b"").hexdigest()
+
+
+def test_to_dict_is_a_copy(folder):
+    m = load_manifest(folder)
+    d = m.to_dict()
+    d["engines"][0]["build_options"]["workspace_gb"] = 99
+    assert m.engines[0].build_options["workspace_gb"] == 4
+    assert copy.deepcopy(m.to_dict()) == manifest_dict()
+
+
+def test_write_refuses_what_the_reader_would_refuse(folder, tmp_path):
+    from dataclasses import replace
+
+    m = load_manifest(folder)
+    bad = replace(m, defaults=replace(m.defaults, solver="rk4"))
+    with pytest.raises(ManifestError, match="rk4"):
+        write_manifest(tmp_path / "out", bad)
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,0 +1,123 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s3gen_runtime.errors import InputError
+from s3gen_runtime.voice import Voice, load_voice, save_voice
+
+
+def golden_file(name: str):
+    """A golden reference file, or None where this checkout has none."""
+    roots = [os.environ.get("S3GEN_GOLDEN_DIR"), Path(__file__).resolve().parents[2] / "shared" / "golden",
+             "/work/shared/golden"]
+    for root in roots:
+        if root and (Path(root) / name).is_file():
+            return Path(root) / name
+    return None
+
+
+def arrays(p=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"prompt_token": rng.integers(0, 6561, (1, p)),
+            "prompt_feat": rng.standard_normal((1, 2 * p, 80)).astype(np.float32),
+            "embedding": rng.standard_normal((1, 192)).astype(np.float32)}
+
+
+def test_validated_normalises_dtypes_and_shapes():
+    a = arrays()
+    v = Voice.validated(a["prompt_token"][0].astype(np.int16), a["prompt_feat"][0].astype(np.float64),
+                        a["embedding"][0].astype(np.float16))
+    assert v.prompt_token.shape == (1, 5) and v.prompt_token.dtype == np.int64
+    assert v.prompt_feat.shape == (1, 10, 80) and v.prompt_feat.dtype == np.float32
+    assert v.embedding.shape == (1, 192) and v.embedding.dtype == np.float32
+    assert v.prompt_tokens == 5
+    np.testing.assert_array_equal(v.prompt_token, a["prompt_token"])
+
+
+def test_frame_count_must_be_exactly_two_per_token():
+    a = arrays(p=5)
+    with pytest.raises(InputError, match=r"11 frames but 5 prompt tokens need exactly 10"):
+        Voice.validated(a["prompt_token"], np.zeros((1, 11, 80), np.float32), a["embedding"])
+    with pytest.raises(InputError, match=r"9 frames but 5 prompt tokens need exactly 10"):
+        Voice.validated(a["prompt_token"], a["prompt_feat"][:, :9], a["embedding"])
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("prompt_token", np.array([[True, False]]), "integer token ids"),
+    ("prompt_token", np.array([[1.5, 2.0]]), "whole numbers"),
+    ("prompt_token", np.array([[1, 7000, 2, 3, 4]]), "7000 at index 1"),
+    ("prompt_token", np.zeros((1, 0), np.int64), "empty"),
+    ("prompt_token", np.zeros((2, 5), np.int64), "batch 1"),
+    ("prompt_token", np.zeros((1, 1, 5), np.int64), r"\(1, P\)"),
+    ("prompt_feat", np.zeros((1, 10, 80), np.int32), "floating point"),
+    ("prompt_feat", np.zeros((1, 10, 81), np.float32), "80 mel bins"),
+    ("prompt_feat", np.zeros((1, 80, 10), np.float32), "channels-first"),
+    ("prompt_feat", np.zeros((10, 80, 1, 1), np.float32), r"\(1, 2P, 80\)"),
+    ("embedding", np.zeros((1, 256), np.float32), "192-d"),
+    ("embedding", np.zeros((3, 192), np.float32), "batch 1"),
+])
+def test_refusals(field, value, match):
+    a = arrays()
+    a[field] = value
+    with pytest.raises(InputError, match=match):
+        Voice.validated(**a)
+
+
+@pytest.mark.parametrize("field", ["prompt_feat", "embedding"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_values_name_the_field(field, bad):
+    a = arrays()
+    a[field] = a[field].copy()
+    a[field].flat[3] = bad
+    with pytest.raises(InputError, match=f"{field} contains NaN or Inf"):
+        Voice.validated(**a)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_save_load_roundtrip(tmp_path, suffix):
+    v = Voice.validated(**arrays(p=7))
+    path = save_voice(v, tmp_path / ("voice" + suffix))
+    w = load_voice(path)
+    for k in ("prompt_token", "prompt_feat", "embedding"):
+        np.testing.assert_array_equal(getattr(w, k), getattr(v, k))
+        assert getattr(w, k).dtype == getattr(v, k).dtype
+
+
+def test_load_ignores_other_keys_and_lists_missing(tmp_path):
+    a = arrays()
+    np.savez(tmp_path / "extra.npz", mu=np.zeros(3), **a)
+    assert load_voice(tmp_path / "extra.npz").prompt_tokens == 5
+    np.savez(tmp_path / "partial.npz", prompt_token=a["prompt_token"])
+    with pytest.raises(InputError, match=r"lacks \['prompt_feat', 'embedding'\]"):
+        load_voice(tmp_path / "partial.npz")
+
+
+def test_load_validates_and_names_the_file(tmp_path):
+    a = arrays()
+    np.savez(tmp_path / "bad.npz", **dict(a, prompt_feat=a["prompt_feat"][:, :4]))
+    with pytest.raises(InputError, match=r"bad\.npz.*4 frames"):
+        load_voice(tmp_path / "bad.npz")
+
+
+def test_load_file_problems(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_voice(tmp_path / "none.npz")
+    with pytest.raises(InputError, match=r"\.npz or \.safetensors"):
+        load_voice(tmp_path / "voice.pt")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
+    with pytest.raises(InputError, match="cannot read voice"):
+        load_voice(tmp_path / "junk.safetensors")
+    with pytest.raises(InputError, match=r"\.npz or \.safetensors"):
+        save_voice(Voice.validated(**arrays()), tmp_path / "v.json")
+
+
+def test_golden_file_is_a_valid_voice_file():
+    path = golden_file("s3gen_p25_n35_seed0.npz")
+    if path is None:
+        pytest.skip("golden files are not in this checkout")
+    v = load_voice(path)
+    assert v.prompt_token.shape == (1, 25) and v.prompt_feat.shape == (1, 50, 80)
+    with np.load(path) as g:
+        np.testing.assert_array_equal(v.embedding, g["embedding"])
