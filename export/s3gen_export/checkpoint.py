@@ -16,7 +16,6 @@ needs arbitrary pickled objects is refused.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickletools
@@ -26,6 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
+
+from s3gen_runtime.manifest import sha256_file
 
 from .synthetic import synthetic_state_dict
 
@@ -405,12 +406,8 @@ def save_checkpoint(
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file's bytes (the same helper the runtime verifies artifacts with)."""
+    return sha256_file(path, chunk_size)
 
 
 def write_synthetic_checkpoint(

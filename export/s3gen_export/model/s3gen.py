@@ -90,3 +90,13 @@ def _expected_shapes(variant: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
 def expected_state_dict(variant: str) -> dict[str, tuple[int, ...]]:
     """name -> shape of every entry a checkpoint of this variant must hold (built on the meta device)."""
     return dict(_expected_shapes(variant))
+
+
+def load_s3gen(path) -> S3Gen:
+    """Build the model for the checkpoint's variant and load its weights (strict key/shape checks)."""
+    from ..checkpoint import load_checkpoint
+
+    variant, state = load_checkpoint(path, expected_state_dict)
+    model = build_model(variant)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
