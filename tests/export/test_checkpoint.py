@@ -1,6 +1,7 @@
 """Checkpoint I/O: formats, weight-norm forms, ignored parts, key checks, refusals."""
 from __future__ import annotations
 
+import os
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from s3gen_export.checkpoint import (
 )
 from s3gen_export.synthetic import layout_from_json, synthetic_state_dict
 
-LAYOUT = Path("/work/shared/golden/s3gen_state_dict.json")
+LAYOUT = Path(os.environ.get("S3GEN_GOLDEN_DIR", "/nonexistent")) / "s3gen_state_dict.json"
 
 G = ".parametrizations.weight.original0"
 V = ".parametrizations.weight.original1"

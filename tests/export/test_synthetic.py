@@ -1,6 +1,7 @@
 """The synthetic checkpoint recipe: bit-identical to the shared reference recipe."""
 from __future__ import annotations
 
+import os
 import importlib.util
 import json
 from pathlib import Path
@@ -16,7 +17,7 @@ from s3gen_export.synthetic import (
     uniform,
 )
 
-GOLDEN = Path("/work/shared/golden")
+GOLDEN = Path(os.environ.get("S3GEN_GOLDEN_DIR", "/nonexistent"))
 RECIPE = GOLDEN / "synthetic_weights.py"
 LAYOUT = GOLDEN / "s3gen_state_dict.json"
 

@@ -1,0 +1,85 @@
+"""Shared fixtures: where the golden files are, and the synthetic checkpoint exported once per session.
+
+Golden files live in shared/golden beside the repository (CI lays a copy there). In CI a missing
+golden folder is a failure, not a skip: the parity tests must run.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_golden() -> Path | None:
+    candidates = [os.environ.get("S3GEN_GOLDEN_DIR"), REPO.parent / "shared" / "golden", REPO / "shared" / "golden"]
+    for c in candidates:
+        if c and (Path(c) / "s3gen_p25_n35_seed0.npz").is_file():
+            return Path(c)
+    return None
+
+
+GOLDEN_DIR = _find_golden()
+if GOLDEN_DIR is not None:
+    os.environ["S3GEN_GOLDEN_DIR"] = str(GOLDEN_DIR)   # test modules look it up there
+
+
+def require_golden(name: str) -> Path:
+    if GOLDEN_DIR is None or not (GOLDEN_DIR / name).is_file():
+        message = f"golden file {name} not found (looked beside the repo in shared/golden and $S3GEN_GOLDEN_DIR)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return GOLDEN_DIR / name
+
+
+@pytest.fixture(scope="session")
+def golden():
+    """golden('s3gen_p25_n35_seed0.npz') -> Path (fails in CI, skips elsewhere, when missing)."""
+    return require_golden
+
+
+GOLDEN_FILES = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanflow_p25_n35_seed0.npz"}
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(tmp_path_factory):
+    """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint."""
+    from s3gen_export.checkpoint import write_synthetic_checkpoint
+    from s3gen_export.model.s3gen import expected_state_dict
+
+    cache: dict[str, Path] = {}
+
+    def get(variant: str) -> Path:
+        if variant not in cache:
+            layout = {k: (s, "float32") for k, s in expected_state_dict(variant).items()}
+            path = tmp_path_factory.mktemp(f"ckpt_{variant}") / f"synthetic_{variant}.safetensors"
+            cache[variant] = write_synthetic_checkpoint(path, layout)
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported(synthetic_checkpoint, tmp_path_factory):
+    """exported('standard'|'meanflow') -> artifact folder of the synthetic checkpoint (exported once).
+
+    $S3GEN_TEST_ARTIFACTS=<folder with standard/ and meanflow/> reuses a previous export (local runs)."""
+    from s3gen_export.exporter import export_checkpoint
+
+    cache: dict[str, Path] = {}
+    reuse = os.environ.get("S3GEN_TEST_ARTIFACTS")
+
+    def get(variant: str) -> Path:
+        if variant not in cache:
+            if reuse and (Path(reuse) / variant / "manifest.json").is_file():
+                cache[variant] = Path(reuse) / variant
+            else:
+                out = tmp_path_factory.mktemp(f"artifacts_{variant}")
+                export_checkpoint(synthetic_checkpoint(variant), out, force=True, progress=lambda m: None)
+                cache[variant] = out
+        return cache[variant]
+
+    return get
