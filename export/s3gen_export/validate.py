@@ -15,6 +15,7 @@ class CaseResult:
     case: str
     max_abs: dict[str, float] = field(default_factory=dict)
     max_rel: dict[str, float] = field(default_factory=dict)
+    snr_db: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -35,19 +36,37 @@ class ValidationReport:
     def table(self) -> str:
         """A plain-text table of the errors, one row per case and output."""
         lines = [f"{self.component}: {'PASS' if self.passed else 'FAIL'}",
-                 f"  {'case':<14} {'output':<10} {'max_abs':>10} {'max_rel':>10} {'atol':>8} {'rtol':>8}"]
+                 f"  {'case':<14} {'output':<10} {'max_abs':>10} {'max_rel':>10} {'snr_db':>7} "
+                 f"{'atol':>8} {'rtol':>8} {'min_snr':>7}"]
         for c in self.cases:
             for out, err in c.max_abs.items():
                 tol = self.tolerances.get(out, Tolerance(0.0))
-                lines.append(f"  {c.case:<14} {out:<10} {err:>10.3g} {c.max_rel[out]:>10.3g} "
-                             f"{tol.atol:>8.1g} {tol.rtol:>8.1g}")
+                floor = "-" if tol.min_snr_db is None else f"{tol.min_snr_db:g}"
+                lines.append(f"  {c.case:<14} {out:<10} {err:>10.3g} {c.max_rel[out]:>10.3g} {c.snr_db[out]:>7.1f} "
+                             f"{tol.atol:>8.1g} {tol.rtol:>8.1g} {floor:>7}")
             lines += [f"  {c.case:<14} ! {p}" for p in c.problems]
         return "\n".join(lines)
 
     def to_manifest(self) -> dict:
         return {"passed": self.passed,
-                "cases": [{"name": c.case, "max_abs": c.max_abs, "max_rel": c.max_rel} for c in self.cases],
-                "tolerance": {k: {"atol": v.atol, "rtol": v.rtol} for k, v in self.tolerances.items()}}
+                "cases": [{"name": c.case, "max_abs": c.max_abs, "max_rel": c.max_rel, "snr_db": c.snr_db}
+                          for c in self.cases],
+                "tolerance": {k: {"atol": v.atol, "rtol": v.rtol, "min_snr_db": v.min_snr_db}
+                              for k, v in self.tolerances.items()}}
+
+
+MAX_SNR_DB = 200.0   # identical outputs: a finite cap keeps the manifest valid JSON
+
+
+def snr_db(got: np.ndarray, ref: np.ndarray) -> float:
+    """10 log10(|ref|^2 / |got - ref|^2), capped at MAX_SNR_DB."""
+    noise = float(np.sum((got.astype(np.float64) - ref.astype(np.float64)) ** 2))
+    signal = float(np.sum(ref.astype(np.float64) ** 2))
+    if noise == 0.0:
+        return MAX_SNR_DB
+    if signal == 0.0:
+        return -MAX_SNR_DB
+    return float(min(MAX_SNR_DB, 10.0 * np.log10(signal / noise)))
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: Tolerance, result: CaseResult) -> None:
@@ -62,6 +81,11 @@ def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: Tolerance, result:
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     result.max_abs[name] = float(diff.max()) if diff.size else 0.0
     result.max_rel[name] = result.max_abs[name] / scale if scale > 0 else 0.0
+    result.snr_db[name] = snr_db(got, ref)
+    if tol.min_snr_db is not None:
+        if result.snr_db[name] < tol.min_snr_db:
+            result.problems.append(f"{name}: SNR {result.snr_db[name]:.1f} dB below the {tol.min_snr_db:g} dB floor")
+        return
     bound = tol.atol + tol.rtol * np.abs(ref.astype(np.float64))
     if np.any(diff > bound):
         result.problems.append(f"{name}: max abs error {result.max_abs[name]:.3g} exceeds atol {tol.atol:g} "

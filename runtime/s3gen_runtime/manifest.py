@@ -310,33 +310,40 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class ValidationCase:
-    """Measured max abs/rel error per output for one validation input."""
+    """Measured max abs error, max error relative to the output's peak, and SNR (dB) per output."""
 
     name: str
     max_abs: dict
     max_rel: dict
+    snr_db: dict
 
     @classmethod
     def from_dict(cls, data, path: str) -> "ValidationCase":
-        d = _obj(data, path, ("name", "max_abs", "max_rel"))
-        return cls(_str(d, "name", path), _float_map(d, "max_abs", path), _float_map(d, "max_rel", path))
+        d = _obj(data, path, ("name", "max_abs", "max_rel", "snr_db"))
+        return cls(_str(d, "name", path), _float_map(d, "max_abs", path), _float_map(d, "max_rel", path),
+                   _float_map(d, "snr_db", path))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "max_abs": dict(self.max_abs), "max_rel": dict(self.max_rel)}
+        return {"name": self.name, "max_abs": dict(self.max_abs), "max_rel": dict(self.max_rel),
+                "snr_db": dict(self.snr_db)}
 
 
 @dataclass(frozen=True)
 class Tolerance:
+    """|got - ref| <= atol + rtol |ref| everywhere, or (quantized graphs) an SNR floor in dB."""
+
     atol: float
     rtol: float
+    min_snr_db: Optional[float] = None
 
     @classmethod
     def from_dict(cls, data, path: str) -> "Tolerance":
-        d = _obj(data, path, ("atol", "rtol"))
-        return cls(_float(d, "atol", path, nonnegative=True), _float(d, "rtol", path, nonnegative=True))
+        d = _obj(data, path, ("atol", "rtol", "min_snr_db"))
+        snr = None if d["min_snr_db"] is None else _float(d, "min_snr_db", path)
+        return cls(_float(d, "atol", path, nonnegative=True), _float(d, "rtol", path, nonnegative=True), snr)
 
     def to_dict(self) -> dict:
-        return {"atol": self.atol, "rtol": self.rtol}
+        return {"atol": self.atol, "rtol": self.rtol, "min_snr_db": self.min_snr_db}
 
 
 @dataclass(frozen=True)

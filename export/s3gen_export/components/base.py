@@ -28,8 +28,11 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Tolerance:
+    """Elementwise |got - ref| <= atol + rtol |ref|; or, when min_snr_db is set (quantized graphs),
+    the output's SNR against the reference must reach that floor."""
     atol: float
     rtol: float = 0.0
+    min_snr_db: float | None = None
 
 
 @dataclass(frozen=True)
