@@ -1,0 +1,40 @@
+"""The export-side CLI commands are thin wrappers: check their exit codes and messages."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from s3gen_export.cli import main
+
+
+def test_validate_passes_on_its_own_checkpoint(exported, synthetic_checkpoint):
+    result = CliRunner().invoke(main, ["validate", str(exported("meanflow")),
+                                       "--checkpoint", str(synthetic_checkpoint("meanflow"))])
+    assert result.exit_code == 0, result.output
+    assert "vocoder: PASS" in result.output
+
+
+def test_validate_refuses_another_checkpoint(exported, synthetic_checkpoint):
+    result = CliRunner().invoke(main, ["validate", str(exported("meanflow")),
+                                       "--checkpoint", str(synthetic_checkpoint("standard"))])
+    assert result.exit_code == 1
+    assert "is not the checkpoint these artifacts were exported from" in result.output
+
+
+def test_export_refuses_non_empty_folder(synthetic_checkpoint, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["export", str(synthetic_checkpoint("standard")), "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "--force" in result.output
+
+
+def test_export_refuses_bad_bucket_table(synthetic_checkpoint, tmp_path):
+    result = CliRunner().invoke(main, ["export", str(synthetic_checkpoint("standard")), "--out",
+                                       str(tmp_path / "o"), "--buckets", "512,256,9000"])
+    assert result.exit_code == 1 and "error:" in result.output
+
+
+def test_synth_checkpoint_writes_a_loadable_file(tmp_path):
+    out = tmp_path / "mf.safetensors"
+    result = CliRunner().invoke(main, ["synth-checkpoint", str(out), "--meanflow", "--weight-norm", "weight_g"])
+    assert result.exit_code == 0, result.output
+    from s3gen_export.model.s3gen import load_s3gen
+    assert load_s3gen(out).variant == "meanflow"
