@@ -1,5 +1,3 @@
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,14 +14,6 @@ from s3gen_runtime.io import (
 )
 
 
-def golden_file(name: str):
-    """A golden reference file, or None where this checkout has none."""
-    roots = [os.environ.get("S3GEN_GOLDEN_DIR"), Path(__file__).resolve().parents[2] / "shared" / "golden",
-             "/work/shared/golden"]
-    for root in roots:
-        if root and (Path(root) / name).is_file():
-            return Path(root) / name
-    return None
 
 
 # ---------------------------------------------------------------- validate_tokens
@@ -126,10 +116,8 @@ def test_load_tokens_file_problems(tmp_path):
         load_tokens(tmp_path / "junk.npy")
 
 
-def test_load_tokens_from_golden_file():
-    path = golden_file("s3gen_p25_n35_seed0.npz")
-    if path is None:
-        pytest.skip("golden files are not in this checkout")
+def test_load_tokens_from_golden_file(golden):
+    path = golden("s3gen_p25_n35_seed0.npz")
     out = load_tokens(path)
     assert out.shape == (35,) and out.dtype == np.int64
 
@@ -188,10 +176,8 @@ def test_check_noise_shapes_messages():
         check_noise_shapes(dict(noise, sine_phase=np.zeros((1, 8, 1))), 3, 4)
 
 
-def test_golden_file_is_a_valid_noise_file():
-    path = golden_file("s3gen_p25_n35_seed0.npz")
-    if path is None:
-        pytest.skip("golden files are not in this checkout")
+def test_golden_file_is_a_valid_noise_file(golden):
+    path = golden("s3gen_p25_n35_seed0.npz")
     noise = load_noise(path)
     check_noise_shapes(noise, 25, 35)
     with np.load(path) as g:

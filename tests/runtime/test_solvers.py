@@ -1,6 +1,4 @@
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,14 +21,6 @@ from s3gen_runtime.solvers import (
 )
 
 
-def golden_file(name: str):
-    """A golden reference file, or None where this checkout has none."""
-    roots = [os.environ.get("S3GEN_GOLDEN_DIR"), Path(__file__).resolve().parents[2] / "shared" / "golden",
-             "/work/shared/golden"]
-    for root in roots:
-        if root and (Path(root) / name).is_file():
-            return Path(root) / name
-    return None
 
 
 def bits(hex_words):
@@ -67,20 +57,16 @@ TORCH_COSINE = {
 
 # ---------------------------------------------------------------- grids
 
-def test_cosine_grid_equals_golden_t_span_bit_for_bit():
+def test_cosine_grid_equals_golden_t_span_bit_for_bit(golden):
     assert np.array_equal(cosine_grid(10), GOLDEN_T_SPAN_10)
-    path = golden_file("s3gen_p25_n35_seed0.npz")
-    if path is not None:
-        with np.load(path) as g:
-            assert np.array_equal(cosine_grid(10), g["t_span"])
+    with np.load(golden("s3gen_p25_n35_seed0.npz")) as g:
+        assert np.array_equal(cosine_grid(10), g["t_span"])
 
 
-def test_linear_grid_equals_golden_meanflow_t_span():
+def test_linear_grid_equals_golden_meanflow_t_span(golden):
     assert np.array_equal(linear_grid(2), np.array([0.0, 0.5, 1.0], np.float32))
-    path = golden_file("s3gen_meanflow_p25_n35_seed0.npz")
-    if path is not None:
-        with np.load(path) as g:
-            assert np.array_equal(linear_grid(2), g["t_span"])
+    with np.load(golden("s3gen_meanflow_p25_n35_seed0.npz")) as g:
+        assert np.array_equal(linear_grid(2), g["t_span"])
 
 
 @pytest.mark.parametrize("n", sorted(TORCH_LINSPACE))

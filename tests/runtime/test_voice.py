@@ -1,5 +1,3 @@
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,14 +6,6 @@ from s3gen_runtime.errors import InputError
 from s3gen_runtime.voice import Voice, load_voice, save_voice
 
 
-def golden_file(name: str):
-    """A golden reference file, or None where this checkout has none."""
-    roots = [os.environ.get("S3GEN_GOLDEN_DIR"), Path(__file__).resolve().parents[2] / "shared" / "golden",
-             "/work/shared/golden"]
-    for root in roots:
-        if root and (Path(root) / name).is_file():
-            return Path(root) / name
-    return None
 
 
 def arrays(p=5, seed=0):
@@ -113,10 +103,8 @@ def test_load_file_problems(tmp_path):
         save_voice(Voice.validated(**arrays()), tmp_path / "v.json")
 
 
-def test_golden_file_is_a_valid_voice_file():
-    path = golden_file("s3gen_p25_n35_seed0.npz")
-    if path is None:
-        pytest.skip("golden files are not in this checkout")
+def test_golden_file_is_a_valid_voice_file(golden):
+    path = golden("s3gen_p25_n35_seed0.npz")
     v = load_voice(path)
     assert v.prompt_token.shape == (1, 25) and v.prompt_feat.shape == (1, 50, 80)
     with np.load(path) as g:
