@@ -6,10 +6,12 @@ so a service that installs only the runtime can still run them.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
 
+from s3gen_runtime.constants import SAMPLE_RATE
 from s3gen_runtime.errors import S3GenError
 
 
@@ -73,6 +75,169 @@ def validate_cmd(artifacts: Path, checkpoint: Path) -> None:
         _fail(str(e))
     if not ok:
         _fail("validation failed: see the error tables above")
+
+
+def _print_timings(timings: dict, nfe: int, audio_seconds: float) -> None:
+    """Per-stage seconds and the real-time factor (synthesis seconds / audio seconds; < 1 is faster)."""
+    parts = [f"{k} {v:.2f} s" + (f" ({nfe} calls)" if k == "estimator" else "")
+             for k, v in timings.items() if k != "total"]
+    parts.append(f"total {timings['total']:.2f} s" + ("" if len(parts) else f" ({nfe} estimator calls)"))
+    click.echo(" | ".join(parts))
+    click.echo(f"audio {audio_seconds:.2f} s, RTF {timings['total'] / audio_seconds:.3f} "
+               "(synthesis seconds / audio seconds)")
+
+
+def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision):
+    """The torch-free runtime: the manifest's defaults (or tuning) under the caller's overrides."""
+    from s3gen_runtime.pipeline import S3GenRuntime
+
+    start = time.perf_counter()
+    runtime = S3GenRuntime(folder, precision=precision)
+    click.echo(f"loaded {folder} ({runtime.variant}, {precision}, onnxruntime) in {time.perf_counter() - start:.2f} s")
+    settings = runtime.resolve(solver, steps, cfg_rate)
+    click.echo(f"solver {settings.solver}, {settings.steps} steps, cfg_rate {settings.cfg_rate:g}")
+    result = runtime.synthesize(tokens, voice, seed=seed, noise=noise, solver=settings.solver, steps=settings.steps,
+                                cfg_rate=settings.cfg_rate)
+    return result.mel, result.wav, result.timings, result.nfe, result.seed
+
+
+def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision):
+    """The eager torch reference: upstream's own algorithm only (Euler with CFG, or meanflow)."""
+    from s3gen_runtime.buckets import Bucket
+    from s3gen_runtime.constants import DEFAULT_CFG_RATE, DEFAULT_STEPS, MAX_MEL_FRAMES
+    from s3gen_runtime.errors import InputError
+    from s3gen_runtime.pipeline import Request, check_cfg_rate, validate_request
+    from s3gen_runtime.solvers import nfe
+
+    # Everything that does not depend on the variant is checked before the (slow) model load.
+    if precision != "fp32":
+        raise InputError(f"--precision {precision} needs --artifacts: the eager reference runs in fp32")
+    if solver not in (None, "euler", "meanflow"):
+        raise InputError(f"--checkpoint runs upstream's solver only (euler, or meanflow for Turbo checkpoints), "
+                         f"got {solver!r}; use --artifacts for other solvers")
+    if steps is not None:
+        nfe("euler", steps)
+    if cfg_rate is not None:
+        cfg_rate = check_cfg_rate(cfg_rate)
+    # Same checks and seeded noise as the runtime; the only length limit is the positional table.
+    row = validate_request(Request(tokens, voice, seed, noise), (Bucket("positional table", MAX_MEL_FRAMES),))
+
+    from .model.s3gen import load_s3gen
+    from .reference import Noise, synthesize
+
+    start = time.perf_counter()
+    model = load_s3gen(checkpoint)
+    click.echo(f"loaded {checkpoint} ({model.variant}, eager torch reference) in {time.perf_counter() - start:.2f} s")
+    upstream = "meanflow" if model.variant == "meanflow" else "euler"
+    if solver not in (None, upstream):
+        raise InputError(f"this {model.variant} checkpoint runs solver {upstream!r} in the reference, got {solver!r}")
+    steps = DEFAULT_STEPS[model.variant] if steps is None else steps
+    if cfg_rate is None:
+        cfg_rate = 0.0 if model.variant == "meanflow" else DEFAULT_CFG_RATE
+    if model.variant == "meanflow" and cfg_rate > 0:
+        raise InputError(f"the meanflow model has no guidance: cfg_rate must be 0, got {cfg_rate}")
+    click.echo(f"solver {upstream}, {steps} steps, cfg_rate {cfg_rate:g}")
+    start = time.perf_counter()
+    out = synthesize(model, row.tokens, voice.prompt_token, voice.prompt_feat, voice.embedding, Noise(**row.noise),
+                     n_timesteps=steps, cfg_rate=cfg_rate)
+    timings = {"total": time.perf_counter() - start}
+    return out["mel"][0], out["wav"][0], timings, nfe(upstream, steps), row.seed
+
+
+@main.command("synth")
+@click.option("--artifacts", type=click.Path(file_okay=False, path_type=Path), help="Exported artifact folder.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="Run the eager torch reference on a checkpoint instead.")
+@click.option("--tokens", "tokens_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Speech tokens: .npy, .txt or .npz (speech_tokens).")
+@click.option("--voice", "voice_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Voice: .npz or .safetensors with prompt_token, prompt_feat, embedding.")
+@click.option("--noise", "noise_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Recorded noise (.npz with z, sine_phase, sine_noise); overrides --seed.")
+@click.option("--steps", type=int, default=None, help="Solver steps (default: the manifest's).")
+@click.option("--seed", type=int, default=None, help="Noise seed (default: a fresh one, printed).")
+@click.option("--solver", default=None, help="euler, heun, midpoint, dpmpp2m or meanflow (default: the manifest's).")
+@click.option("--cfg-rate", type=float, default=None, help="Classifier-free guidance rate; 0 skips guidance.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .wav or .npz.")
+def synth_cmd(artifacts, checkpoint, tokens_file, voice_file, noise_file, steps, seed, solver, cfg_rate, precision,
+              out) -> None:
+    """Synthesise speech tokens in a voice to OUT (.wav at 24 kHz, or .npz with mel and wav)."""
+    from s3gen_runtime.io import load_noise, load_tokens, save_output
+    from s3gen_runtime.voice import load_voice
+
+    if (artifacts is None) == (checkpoint is None):
+        _fail("give exactly one of --artifacts DIR or --checkpoint CKPT")
+    try:
+        tokens, voice = load_tokens(tokens_file), load_voice(voice_file)
+        noise = None if noise_file is None else load_noise(noise_file)
+        if noise is not None and seed is not None:
+            click.echo("note: --noise given, --seed is ignored")
+        run = _synth_artifacts if artifacts is not None else _synth_checkpoint
+        mel, wav, timings, nfe, used_seed = run(artifacts or checkpoint, tokens, voice, noise, seed, solver, steps,
+                                                cfg_rate, precision)
+        click.echo(f"noise: {'from ' + str(noise_file) if used_seed is None else f'seed {used_seed}'}")
+        _print_timings(timings, nfe, wav.shape[-1] / SAMPLE_RATE)
+        click.echo(f"wrote {save_output(out, mel, wav)}")
+    except (S3GenError, ValueError) as e:
+        _fail(str(e))
+
+
+@main.command("voice-from-conds")
+@click.argument("conds", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--trim-odd-frame", is_flag=True, help="Drop a trailing mel frame when prompt_feat has 2P + 1 frames.")
+def voice_from_conds_cmd(conds: Path, out: Path, trim_odd_frame: bool) -> None:
+    """Convert an upstream Chatterbox conds.pt into a voice file (.npz or .safetensors) for the runtime."""
+    from s3gen_runtime.voice import save_voice
+    from .voices import voice_from_conds
+
+    try:
+        voice = voice_from_conds(conds, trim_odd_frame=trim_odd_frame)
+        save_voice(voice, out)
+    except (S3GenError, ValueError) as e:
+        _fail(str(e))
+    click.echo(f"wrote {out}: {voice.prompt_tokens} prompt tokens, {2 * voice.prompt_tokens} mel frames")
+
+
+@main.command("build-engines")
+@click.argument("artifacts", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp16", show_default=True)
+@click.option("--buckets", default=None, help="Comma-separated bucket names or mel-frame sizes (default: all).")
+@click.option("--min-batch", default=1, show_default=True, type=int)
+@click.option("--opt-batch", default=1, show_default=True, type=int)
+@click.option("--max-batch", default=4, show_default=True, type=int)
+@click.option("--timing-cache", default=None, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--strongly-typed", is_flag=True, help="Rewrite the graph to mixed precision instead of per-layer constraints.")
+def build_engines_cmd(artifacts: Path, precision: str, buckets: str | None, min_batch: int, opt_batch: int,
+                      max_batch: int, timing_cache: Path | None, strongly_typed: bool) -> None:
+    """Build, validate and record one TensorRT engine per graph per bucket (needs a CUDA GPU)."""
+    from .engines import build_engines
+
+    chosen = None if buckets is None else [b.strip() for b in buckets.split(",") if b.strip()]
+    try:
+        build_engines(artifacts, precision, buckets=chosen, min_batch=min_batch, opt_batch=opt_batch,
+                      max_batch=max_batch, timing_cache=timing_cache, progress=click.echo,
+                      strongly_typed=True if strongly_typed else None)
+    except (S3GenError, ValueError) as e:
+        _fail(str(e))
+
+
+@main.command("tune")
+@click.argument("artifacts", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--tokens", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--voice", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--target-db", default=30.0, show_default=True, type=float,
+              help="Mel SNR against the upstream setting (10-step Euler, CFG 0.7) that a cheaper setting must reach.")
+@click.option("--max-nfe", default=32, show_default=True, type=int)
+def tune_cmd(artifacts: Path, tokens: Path | None, voice: Path | None, target_db: float, max_nfe: int) -> None:
+    """Measure solver/steps against upstream on these artifacts' weights; record the cheapest in the manifest."""
+    from .tune import tune
+
+    try:
+        tune(artifacts, tokens=tokens, voice=voice, target_db=target_db, max_nfe=max_nfe, progress=click.echo)
+    except (S3GenError, ValueError) as e:
+        _fail(str(e))
 
 
 if __name__ == "__main__":

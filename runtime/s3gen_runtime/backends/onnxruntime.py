@@ -1,0 +1,109 @@
+"""ONNX Runtime backend: one InferenceSession per graph, shared by every thread.
+
+onnxruntime is imported inside the functions: importing s3gen_runtime.backends must not
+require it (a TensorRT-only deployment), and its import costs ~0.3 s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError, InputError
+from ..manifest import Component, Manifest
+from .base import Runner, check_graph_io, check_metadata, expected_metadata
+
+# ORT's type strings -> numpy dtype names used by the manifest.
+_ORT_DTYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(bfloat16)": "bfloat16",
+    "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool",
+}
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as e:   # the runtime's one hard dependency for this backend
+        raise ArtifactError("the onnxruntime backend needs the onnxruntime package: pip install onnxruntime") from e
+    return onnxruntime
+
+
+def _providers(ort, providers) -> list[str]:
+    """Requested providers, each one available here; ORT would silently fall back to CPU instead."""
+    providers = list(DEFAULT_PROVIDERS if providers is None else providers)
+    available = ort.get_available_providers()
+    if not providers or not all(isinstance(p, str) for p in providers):
+        raise InputError(f"providers must be a non-empty list of provider names, got {providers!r}")
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise InputError(f"ONNX Runtime providers {missing} are not available here; available: {available}")
+    return providers
+
+
+def _threads(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"intra_op_threads must be an integer >= 1 (or None for all cores), got {value!r}")
+    return int(value)
+
+
+def _graph_io(values) -> list[tuple]:
+    """(name, dtype, shape) per ORT NodeArg; unknown element types keep their ORT spelling."""
+    return [(v.name, _ORT_DTYPES.get(v.type, v.type), v.shape) for v in values]
+
+
+class OnnxRuntimeRunner(Runner):
+    """An ONNX graph under ONNX Runtime, checked against its manifest record before first use.
+
+    `expected_metadata` maps metadata_props keys to accepted values; by default the record's
+    spec_hash (and the component name when `name` is given). open_runner passes the full set.
+    """
+
+    def __init__(self, path, component: Component, providers=None, intra_op_threads=None, *,
+                 name: str | None = None, expected_metadata: dict | None = None):
+        super().__init__(name or Path(path).stem, component)
+        ort = _ort()
+        options = ort.SessionOptions()
+        options.log_severity_level = 3   # ORT's warnings (e.g. unused initializers) are noise to users
+        threads = _threads(intra_op_threads)
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        provider_list = _providers(ort, providers)
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{self.name}: graph file {path} is missing")
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=provider_list)
+        except Exception as e:   # ORT raises its own exception types for unreadable models
+            raise ArtifactError(f"{self.name}: ONNX Runtime cannot load {path}: {e}") from e
+        if expected_metadata is None:
+            expected_metadata = {"s3gen.spec_hash": (component.spec_hash,)}
+            if name is not None:
+                expected_metadata["s3gen.component"] = (name,)
+        where = f"{self.name} ({path.name})"
+        check_metadata(where, dict(self._session.get_modelmeta().custom_metadata_map), expected_metadata)
+        check_graph_io(where, component, _graph_io(self._session.get_inputs()), _graph_io(self._session.get_outputs()))
+        self.path = path
+        self.providers = self._session.get_providers()
+
+    def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        # InferenceSession.run is thread-safe; the session holds no per-call state of ours.
+        values = self._session.run(outputs, feeds)
+        return dict(zip(outputs, values))
+
+
+def open_onnxruntime(folder, manifest: Manifest, component_name: str, **options) -> OnnxRuntimeRunner:
+    """The runner for `component_name` of the artifact folder, metadata checked in full."""
+    component = manifest.component(component_name)
+    if component.format != "onnx":
+        raise ArtifactError(f"{component_name}: format {component.format!r} cannot run under ONNX Runtime")
+    known = {"providers", "intra_op_threads"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown onnxruntime backend option(s) {unknown}; known: {sorted(known)}")
+    return OnnxRuntimeRunner(Path(folder) / component.file, component, name=component_name,
+                             expected_metadata=expected_metadata(manifest, component_name), **options)

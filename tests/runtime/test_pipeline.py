@@ -1,0 +1,382 @@
+"""S3GenRuntime end to end on the exported synthetic checkpoint: parity with upstream, batching,
+buckets, validation before any graph runs, tampered artifacts, seeds, solvers, precision.
+
+Measured on this project's CPU (ORT 1.32, fp32) against the golden files: standard mel 3.6e-6 and
+wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. A row in a padded batch against the same
+request alone: mel <= 6.3e-6, wav <= 4.2e-5 (with or without pad_to_bucket).
+"""
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s3gen_runtime.buckets import make_buckets
+from s3gen_runtime.errors import ArtifactError, BucketError, InputError, ManifestError
+from s3gen_runtime.io import load_noise
+from s3gen_runtime.manifest import Tuning, sha256_file
+from s3gen_runtime.noise import draw_noise
+from s3gen_runtime.pipeline import Request, S3GenRuntime, plan_layout, resolve_settings, validate_requests
+from s3gen_runtime.voice import Voice
+
+GOLDEN = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanflow_p25_n35_seed0.npz"}
+BATCH_MEL_ATOL, BATCH_WAV_ATOL = 5e-5, 5e-4   # ~8x the measured 6.3e-6 / 4.2e-5
+
+
+# ---------------------------------------------------------------- helpers
+
+def random_voice(rng, prompt_tokens: int) -> Voice:
+    return Voice.validated(rng.integers(0, 6561, prompt_tokens),
+                           (rng.standard_normal((2 * prompt_tokens, 80)) * 2.0 - 5.0).astype(np.float32),
+                           rng.standard_normal(192).astype(np.float32))
+
+
+def golden_case(path: Path):
+    g = np.load(path)
+    voice = Voice.validated(g["prompt_token"], g["prompt_feat"], g["embedding"])
+    return g["speech_tokens"], voice, load_noise(path), g
+
+
+def count_calls(monkeypatch, runtime) -> Counter:
+    """Wrap every runner of `runtime` (for this test only) to count its runs."""
+    calls = Counter()
+    for role, runner in runtime.runners.items():
+        def counted(feeds, outputs=None, _role=role, _run=runner.run):
+            calls[_role] += 1
+            return _run(feeds, outputs)
+        monkeypatch.setattr(runner, "run", counted)
+    return calls
+
+
+def linked_copy(src: Path, dst: Path, edit=None, skip=(), copy=()) -> Path:
+    """An artifact folder that links src's graphs (copies those in `copy`, leaves out `skip`)
+    with src's manifest passed through `edit(dict)`: cheap variants of a 800 MB export."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.name == "manifest.json" or f.name in skip:
+            continue
+        if f.name in copy:
+            shutil.copyfile(f, dst / f.name)
+        else:
+            os.symlink(f.resolve(), dst / f.name)
+    data = json.loads((src / "manifest.json").read_text())
+    (dst / "manifest.json").write_text(json.dumps(edit(data) if edit else data))
+    return dst
+
+
+def max_diff(a, b) -> float:
+    assert a.shape == b.shape
+    return float(np.abs(a.astype(np.float64) - b).max())
+
+
+@pytest.fixture(scope="module")
+def std(exported):
+    return S3GenRuntime(exported("standard"))
+
+
+@pytest.fixture(scope="module")
+def mf(exported):
+    return S3GenRuntime(exported("meanflow"))
+
+
+@pytest.fixture(scope="module")
+def small_buckets(exported, tmp_path_factory):
+    """The standard export with buckets 48 and 96 mel frames, padding every batch to its bucket."""
+    def edit(data):
+        data["buckets"] = [{"name": "mel48", "mel_frames": 48}, {"name": "mel96", "mel_frames": 96}]
+        return data
+    folder = linked_copy(exported("standard"), tmp_path_factory.mktemp("buckets"), edit)
+    return S3GenRuntime(folder, pad_to_bucket=True)
+
+
+@pytest.fixture(scope="module")
+def batch_requests():
+    """Three requests of different prompt and token lengths, each with its own voice and seed."""
+    rng = np.random.default_rng(5)
+    return [Request(rng.integers(0, 6561, n), random_voice(rng, p), seed=s)
+            for s, (p, n) in enumerate([(3, 7), (8, 4), (5, 12)])]
+
+
+@pytest.fixture(scope="module")
+def alone(std, batch_requests):
+    return [std.synthesize_batch([r], steps=2)[0] for r in batch_requests]
+
+
+TINY = dict(steps=2)
+
+
+def tiny(rng=None, prompt=3, new=4):
+    rng = rng or np.random.default_rng(11)
+    return rng.integers(0, 6561, new), random_voice(rng, prompt)
+
+
+# ---------------------------------------------------------------- parity with upstream
+
+@pytest.mark.parametrize("variant", ["standard", "meanflow"])
+def test_golden_parity(variant, std, mf, golden):
+    tokens, voice, noise, g = golden_case(golden(GOLDEN[variant]))
+    runtime = std if variant == "standard" else mf
+    result = runtime.synthesize(tokens, voice, noise=noise)   # the manifest's defaults: upstream's setting
+    assert result.nfe == int(g["n_timesteps"]) == (10 if variant == "standard" else 2)
+    assert result.sample_rate == 24000 and result.seed is None
+    assert set(result.timings) == {"encoder", "estimator", "vocoder", "total"}
+    assert max_diff(result.mel, g["mel"][0]) < 1e-3
+    assert max_diff(result.wav, g["wav"][0]) < 2e-3
+
+
+# ---------------------------------------------------------------- batching and buckets
+
+def test_batch_rows_match_alone(std, batch_requests, alone):
+    batch = std.synthesize_batch(batch_requests, steps=2)
+    for request, one, row in zip(batch_requests, alone, batch):
+        n = len(request.tokens)
+        assert row.mel.shape == (80, 2 * n) and row.wav.shape == (960 * n,)
+        assert row.seed == request.seed and row.nfe == 2
+        assert max_diff(row.mel, one.mel) < BATCH_MEL_ATOL
+        assert max_diff(row.wav, one.wav) < BATCH_WAV_ATOL
+
+
+def test_pad_to_bucket_matches_alone(small_buckets, batch_requests, alone, monkeypatch):
+    frames = []
+    runner = small_buckets.runners["estimator_cfg"]
+    monkeypatch.setattr(runner, "run", lambda feeds, outputs=None, _run=runner.run:
+                        frames.append(feeds["x"].shape) or _run(feeds, outputs))
+    batch = small_buckets.synthesize_batch(batch_requests, steps=2)
+    assert frames == [(3, 80, 48)] * 2   # longest prompt 8 + longest tokens 12 -> 40 frames -> bucket mel48
+    for one, row in zip(alone, batch):
+        assert max_diff(row.mel, one.mel) < BATCH_MEL_ATOL
+        assert max_diff(row.wav, one.wav) < BATCH_WAV_ATOL
+
+
+def test_too_long_request_is_a_bucket_error_before_any_graph(std, golden, monkeypatch):
+    tokens, voice, _, _ = golden_case(golden(GOLDEN["standard"]))
+    calls = count_calls(monkeypatch, std)
+    long_tokens = np.zeros(2101, dtype=np.int64)   # 2 * (25 + 2101) = 4252 frames
+    with pytest.raises(BucketError) as e:
+        std.synthesize(long_tokens, voice, seed=0)
+    assert "4252 mel frames" in str(e.value) and "'mel4096' holds 4096" in str(e.value)
+    with pytest.raises(BucketError, match="^request 1: request needs 4252 mel frames"):
+        std.synthesize_batch([Request(tokens, voice, 0), Request(long_tokens, voice, 0)])
+    assert sum(calls.values()) == 0
+
+
+def test_batch_padding_past_the_largest_bucket(small_buckets, monkeypatch):
+    rng = np.random.default_rng(2)
+    # each row alone needs 2 * 45 = 90 <= 96 frames, but padded together 2 * (40 + 40) = 160
+    requests = [Request(rng.integers(0, 6561, 5), random_voice(rng, 40), 0),
+                Request(rng.integers(0, 6561, 40), random_voice(rng, 5), 0)]
+    calls = count_calls(monkeypatch, small_buckets)
+    with pytest.raises(BucketError, match="the batch pads to 160 mel frames .* holds 96 .*split the batch"):
+        small_buckets.synthesize_batch(requests)
+    with pytest.raises(BucketError, match="request needs 98 mel frames .* holds 96"):
+        small_buckets.synthesize(rng.integers(0, 6561, 9), random_voice(rng, 40), seed=0)
+    assert sum(calls.values()) == 0
+
+
+def test_layout_solves_only_needed_frames():
+    rng = np.random.default_rng(3)
+    rows = validate_requests([Request(rng.integers(0, 6561, 20), random_voice(rng, 2), 0),
+                              Request(rng.integers(0, 6561, 3), random_voice(rng, 10), 0)], make_buckets())
+    layout = plan_layout(rows, make_buckets(), pad_to_bucket=False)
+    assert (layout.prompt_width, layout.token_width) == (10, 20)          # encoder sees 60 frames
+    assert (layout.frames, layout.vocoder_frames) == (44, 40)             # longest row, longest new part
+    padded = plan_layout(rows, make_buckets(), pad_to_bucket=True)
+    assert (padded.prompt_width, padded.token_width, padded.frames, padded.vocoder_frames) == (10, 118, 256, 256)
+
+
+# ---------------------------------------------------------------- validation before any graph runs
+
+def _bad_voice(prompt_feat=None, embedding=None, prompt=3):
+    rng = np.random.default_rng(4)
+    v = random_voice(rng, prompt)
+    return Voice(v.prompt_token, v.prompt_feat if prompt_feat is None else prompt_feat,
+                 v.embedding if embedding is None else embedding)
+
+
+def _nan_feat():
+    feat = np.full((1, 6, 80), -5.0, dtype=np.float32)
+    feat[0, 2, 7] = np.nan
+    return feat
+
+
+BAD_INPUTS = {
+    "id 6561": (dict(tokens=[1, 6561]), "outside the vocabulary range [0, 6561): 6561 at index 1"),
+    "id -1": (dict(tokens=[-1, 2]), "outside the vocabulary range [0, 6561): -1 at index 0"),
+    "empty tokens": (dict(tokens=np.zeros(0, np.int64)), "tokens are empty"),
+    "fractional tokens": (dict(tokens=np.array([1.5, 2.0])), "must be whole numbers, got 1.5 at index 0"),
+    "batched tokens": (dict(tokens=np.zeros((2, 4), np.int64)), "tokens have batch 2"),
+    "NaN prompt_feat": (dict(voice=_bad_voice(prompt_feat=_nan_feat())), "prompt_feat contains NaN or Inf"),
+    "prompt frames": (dict(voice=_bad_voice(prompt_feat=np.zeros((1, 7, 80), np.float32))),
+                      "prompt_feat has 7 frames but 3 prompt tokens need exactly 6"),
+    "embedding size": (dict(voice=_bad_voice(embedding=np.zeros((1, 191), np.float32))),
+                       "embedding must be 192-d"),
+    "not a voice": (dict(voice={"prompt_token": [1]}), "voice must be a s3gen_runtime.voice.Voice"),
+    "unknown solver": (dict(solver="rk4"), "unknown solver 'rk4'; valid solvers: euler, heun"),
+    "meanflow solver": (dict(solver="meanflow"), "solver 'meanflow' needs meanflow artifacts"),
+    "steps 0": (dict(steps=0), "steps must be an integer >= 1, got 0"),
+    "negative cfg": (dict(cfg_rate=-0.5), "cfg_rate must be finite and >= 0, got -0.5"),
+    "NaN cfg": (dict(cfg_rate=float("nan")), "cfg_rate must be finite and >= 0, got nan"),
+    "negative seed": (dict(seed=-1), "seed must be an integer >= 0 or None"),
+    "noise shape": (dict(noise={**draw_noise(0, 3, 4), "z": np.zeros((1, 80, 15), np.float32)}),
+                    "noise 'z' has shape (1, 80, 15) but a request with 3 prompt and 4 new tokens needs (1, 80, 14)"),
+    "NaN noise": (dict(noise={**draw_noise(0, 3, 4), "sine_phase": np.full((1, 9, 1), np.nan, np.float32)}),
+                  "noise 'sine_phase' contains NaN or Inf"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_refused_before_any_graph(std, monkeypatch, case):
+    changes, message = BAD_INPUTS[case]
+    tokens, voice = tiny()
+    kwargs = {"tokens": tokens, "voice": voice, "seed": 0, **changes}
+    calls = count_calls(monkeypatch, std)
+    with pytest.raises(InputError) as e:
+        std.synthesize(kwargs.pop("tokens"), kwargs.pop("voice"), **kwargs)
+    assert message in str(e.value)
+    assert sum(calls.values()) == 0
+
+
+def test_meanflow_refuses_other_solvers_and_guidance(mf, monkeypatch):
+    tokens, voice = tiny()
+    calls = count_calls(monkeypatch, mf)
+    with pytest.raises(InputError, match="meanflow artifacts run only the 'meanflow' solver .* got 'euler'"):
+        mf.synthesize(tokens, voice, seed=0, solver="euler")
+    with pytest.raises(InputError, match="no guided estimator: cfg_rate must be 0, got 0.7"):
+        mf.synthesize(tokens, voice, seed=0, cfg_rate=0.7)
+    assert sum(calls.values()) == 0
+
+
+def test_bad_runtime_options(exported):
+    with pytest.raises(InputError, match="precision must be one of fp32, int8, got 'fp16'"):
+        S3GenRuntime(exported("meanflow"), precision="fp16")
+    with pytest.raises(InputError, match="pad_to_bucket must be True or False"):
+        S3GenRuntime(exported("meanflow"), pad_to_bucket="yes")
+    with pytest.raises(InputError, match="unknown backend 'openvino'; known backends: .*onnxruntime"):
+        S3GenRuntime(exported("meanflow"), backend="openvino")
+    with pytest.raises(ArtifactError, match="have no int8 graphs .*re-export with --int8"):
+        S3GenRuntime(exported("meanflow"), precision="int8")
+
+
+# ---------------------------------------------------------------- tampered artifacts
+
+def test_flipped_byte_is_refused_at_load(exported, tmp_path):
+    folder = linked_copy(exported("standard"), tmp_path / "a", copy=("encoder.onnx",))
+    with open(folder / "encoder.onnx", "r+b") as f:
+        f.seek(1_000_000)
+        byte = f.read(1)
+        f.seek(1_000_000)
+        f.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(ArtifactError, match="components.encoder: file encoder.onnx is tampered or corrupt"):
+        S3GenRuntime(folder)
+
+
+def test_missing_file_is_refused_at_load(exported, tmp_path):
+    folder = linked_copy(exported("standard"), tmp_path / "a", skip=("vocoder.onnx",))
+    with pytest.raises(ArtifactError, match="components.vocoder: file vocoder.onnx is missing"):
+        S3GenRuntime(folder)
+
+
+def test_edited_spec_hash_is_refused_at_load(exported, tmp_path):
+    def edit(data):
+        data["components"]["encoder"]["spec_hash"] = "0" * 16
+        return data
+    folder = linked_copy(exported("standard"), tmp_path / "a", edit)
+    with pytest.raises(ArtifactError, match="encoder .*s3gen.spec_hash is '[0-9a-f]+', the manifest expects '0{16}'"):
+        S3GenRuntime(folder)
+
+
+def test_unknown_schema_version_is_refused(exported, tmp_path):
+    def edit(data):
+        data["schema_version"] = 2
+        return data
+    folder = linked_copy(exported("standard"), tmp_path / "a", edit)
+    with pytest.raises(ManifestError, match="schema_version 2 is not supported"):
+        S3GenRuntime(folder)
+
+
+# ---------------------------------------------------------------- seeds, noise, solvers, settings
+
+def test_seeds(std):
+    tokens, voice = tiny()
+    a = std.synthesize(tokens, voice, seed=7, **TINY)
+    b = std.synthesize(tokens, voice, seed=7, **TINY)
+    c = std.synthesize(tokens, voice, seed=8, **TINY)
+    assert np.array_equal(a.wav, b.wav) and np.array_equal(a.mel, b.mel)
+    assert max_diff(a.wav, c.wav) > 1e-2 and max_diff(a.mel, c.mel) > 1e-1
+    fresh = std.synthesize(tokens, voice, **TINY)   # no seed: a fresh one, reported for replay
+    assert isinstance(fresh.seed, int) and fresh.seed != 7
+    assert np.array_equal(std.synthesize(tokens, voice, seed=fresh.seed, **TINY).wav, fresh.wav)
+    # explicit noise overrides the seed
+    given = std.synthesize(tokens, voice, seed=8, noise=draw_noise(7, 3, 4), **TINY)
+    assert given.seed is None and np.array_equal(given.wav, a.wav)
+
+
+@pytest.mark.parametrize("solver,nfe", [("heun", 4), ("midpoint", 4), ("dpmpp2m", 2)])
+def test_other_solvers_run(std, monkeypatch, solver, nfe):
+    tokens, voice = tiny()
+    calls = count_calls(monkeypatch, std)
+    result = std.synthesize(tokens, voice, seed=1, solver=solver, steps=2)
+    assert result.nfe == nfe and calls == Counter({"encoder": 1, "estimator_cfg": nfe, "vocoder": 1})
+    assert result.wav.shape == (960 * 4,) and result.mel.shape == (80, 8)
+    assert np.all(np.isfinite(result.wav)) and np.all(np.isfinite(result.mel)) and np.abs(result.wav).max() > 0
+
+
+def test_cfg_rate_zero_runs_the_unguided_graph(std, monkeypatch):
+    tokens, voice = tiny()
+    calls = count_calls(monkeypatch, std)
+    unguided = std.synthesize(tokens, voice, seed=1, cfg_rate=0.0, **TINY)
+    assert calls == Counter({"encoder": 1, "estimator": 2, "vocoder": 1}) and unguided.nfe == 2
+    guided = std.synthesize(tokens, voice, seed=1, **TINY)
+    assert calls["estimator_cfg"] == 2 and calls["estimator"] == 2
+    assert max_diff(guided.mel, unguided.mel) > 1e-2   # guidance changes the result
+
+
+def test_settings_come_from_tuning_then_caller(std):
+    manifest = std.manifest
+    assert std.resolve() == resolve_settings(manifest) and std.resolve().solver == "euler"
+    assert (std.defaults.steps, std.defaults.cfg_rate, std.variant) == (10, 0.7, "standard")
+    tuned = replace(manifest, tuning=Tuning("dpmpp2m", 6, 0.5, 30.0, {}))
+    s = resolve_settings(tuned)
+    assert (s.solver, s.steps, s.cfg_rate, s.nfe) == ("dpmpp2m", 6, 0.5, 6)
+    s = resolve_settings(tuned, solver="heun", cfg_rate=0)
+    assert (s.solver, s.steps, s.cfg_rate, s.nfe, s.guided) == ("heun", 6, 0.0, 12, False)
+
+
+def _add_int8_vocoder(folder: Path, file: str, precision: str = "int8") -> Path:
+    """Record `file` as the component vocoder_int8 in folder's manifest."""
+    data = json.loads((folder / "manifest.json").read_text())
+    data["components"]["vocoder_int8"] = dict(data["components"]["vocoder"], file=file, precision=precision,
+                                              sha256=sha256_file(folder / file))
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_int8_graphs_are_picked_and_checked(exported, mf, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    src = exported("meanflow")
+    # A stand-in for a quantized graph: the vocoder relabelled int8 (quantization keeps the spec).
+    folder = linked_copy(src, tmp_path / "a")
+    proto = onnx.load(str(src / "vocoder.onnx"))
+    for prop in proto.metadata_props:
+        if prop.key == "s3gen.precision":
+            prop.value = "int8"
+    onnx.save(proto, str(folder / "vocoder_int8.onnx"))
+    _add_int8_vocoder(folder, "vocoder_int8.onnx")
+
+    int8 = S3GenRuntime(folder, precision="int8")
+    assert dict(int8.components) == {"encoder": "encoder", "estimator": "estimator", "vocoder": "vocoder_int8"}
+    tokens, voice = tiny()
+    assert np.array_equal(int8.synthesize(tokens, voice, seed=3).wav, mf.synthesize(tokens, voice, seed=3).wav)
+    assert S3GenRuntime(folder).components["vocoder"] == "vocoder"   # fp32 ignores int8 graphs
+
+    # an fp32 graph recorded as int8 in the manifest: its metadata gives it away
+    mislabelled = _add_int8_vocoder(linked_copy(src, tmp_path / "b"), "vocoder.onnx")
+    with pytest.raises(ArtifactError, match="s3gen.precision is 'fp32', the manifest expects 'int8'"):
+        S3GenRuntime(mislabelled, precision="int8")
+    recorded_fp32 = _add_int8_vocoder(linked_copy(src, tmp_path / "c"), "vocoder.onnx", precision="fp32")
+    with pytest.raises(ArtifactError, match="component 'vocoder_int8' is recorded as fp32, expected int8"):
+        S3GenRuntime(recorded_fp32, precision="int8")
