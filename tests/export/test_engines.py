@@ -1,8 +1,8 @@
 """TensorRT engine planning, precision policy, validation and the build pipeline.
 
 The pure parts run on the exported synthetic graphs. The build runs end to end through the
-simulated CUDA runtime and TensorRT of tests/runtime/test_tensorrt_backend.py (an engine there is
-an ONNX graph executed by ONNX Runtime), so profiles, file names, the timing cache, validation,
+simulated CUDA runtime and TensorRT of tests/fake_gpu.py (an engine there is an ONNX graph
+executed by ONNX Runtime), so profiles, file names, the timing cache, validation,
 the manifest records and the runtime runner are all exercised without a GPU. Tests marked `gpu`
 build real engines and skip cleanly where there is no TensorRT or CUDA device.
 """
@@ -22,6 +22,8 @@ from onnx import TensorProto, helper
 
 from s3gen_export import engines
 from s3gen_export.components import specs_for_variant
+from s3gen_export.engines import build as engine_build
+from s3gen_export.engines import mixed_precision
 from s3gen_export.engines import (
     EngineBuildError,
     apply_fp32_layers,
@@ -51,16 +53,22 @@ from s3gen_runtime.errors import ArtifactError, EngineMismatchError, InputError,
 from s3gen_runtime.manifest import Manifest, Tolerance, load_manifest, write_manifest
 
 
-def _load_fakes():
-    """The simulated CUDA runtime and TensorRT live beside the runtime backend's tests."""
-    path = Path(__file__).resolve().parents[1] / "runtime" / "test_tensorrt_backend.py"
-    spec = importlib.util.spec_from_file_location("_s3gen_tensorrt_fakes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _load_fake_gpu():
+    """tests/fake_gpu.py (the simulated CUDA runtime and TensorRT), loaded once by path."""
+    name = "_s3gen_fake_gpu"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "fake_gpu.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return sys.modules[name]
 
 
-fakes = _load_fakes()
+fakes = _load_fake_gpu()
 B = {b.name: b for b in make_buckets()}   # mel256 .. mel4096
 
 
@@ -487,12 +495,12 @@ def test_to_mixed_precision_on_the_real_vocoder(protos):
 
 def test_bfloat16_rounding():
     values = np.array([1.0, -2.5, 1.00390625, 1.01171875, 3.0e38, np.inf, 0.0], np.float32)
-    bits = engines._float32_to_bf16_bits(values)
+    bits = mixed_precision._float32_to_bf16_bits(values)
     assert [hex(b) for b in bits[:2]] == ["0x3f80", "0xc020"]
     assert bits[2] == 0x3F80   # halfway, ties to even (down)
     assert bits[3] == 0x3F82   # halfway, ties to even (up)
     assert bits[5] == 0x7F80 and bits[6] == 0
-    nan = int(engines._float32_to_bf16_bits(np.array([np.nan], np.float32))[0])
+    nan = int(mixed_precision._float32_to_bf16_bits(np.array([np.nan], np.float32))[0])
     assert nan & 0x7F80 == 0x7F80 and nan & 0x7F   # still a NaN
 
 
@@ -583,7 +591,7 @@ def fake_trt(monkeypatch):
         gpu._reset_for_tests(cuda)
         monkeypatch.setitem(sys.modules, "tensorrt", trt)
         monkeypatch.setattr(trt_backend, "_LOGGER", None)
-        monkeypatch.setattr(engines, "_TRT_LOGGER", None)
+        monkeypatch.setattr(engine_build, "_TRT_LOGGER", None)
         return cuda, trt
 
     yield make
