@@ -8,11 +8,9 @@ build real engines and skip cleanly where there is no TensorRT or CUDA device.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -53,22 +51,8 @@ from s3gen_runtime.errors import ArtifactError, EngineMismatchError, InputError,
 from s3gen_runtime.manifest import Manifest, Tolerance, load_manifest, write_manifest
 
 
-def _load_fake_gpu():
-    """tests/fake_gpu.py (the simulated CUDA runtime and TensorRT), loaded once by path."""
-    name = "_s3gen_fake_gpu"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "fake_gpu.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
-
-
-fakes = _load_fake_gpu()
+# tests/fake_gpu.py: the simulated CUDA runtime and TensorRT (tests/ is on sys.path: conftest lives there)
+import fake_gpu as fakes  # noqa: E402
 B = {b.name: b for b in make_buckets()}   # mel256 .. mel4096
 
 

@@ -7,7 +7,6 @@ Tests marked `gpu` run on a real GPU with TensorRT and skip cleanly elsewhere.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -44,22 +43,8 @@ from s3gen_runtime.manifest import Audio, Engine, Manifest, load_manifest, sha25
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_fake_gpu():
-    """tests/fake_gpu.py (the simulated CUDA runtime and TensorRT), loaded once by path."""
-    name = "_s3gen_fake_gpu"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "fake_gpu.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[name]
-            raise
-    return sys.modules[name]
-
-
-fakes = _load_fake_gpu()
+# tests/fake_gpu.py: the simulated CUDA runtime and TensorRT (tests/ is on sys.path: conftest lives there)
+import fake_gpu as fakes  # noqa: E402
 
 
 @pytest.fixture

@@ -44,6 +44,18 @@ def expected_metadata(manifest: Manifest, component_name: str) -> dict[str, tupl
     }
 
 
+def onnx_component(manifest: Manifest, component_name: str, backend: str, options: dict,
+                   known: set[str]) -> Component:
+    """The manifest record of an ONNX component, after refusing options `backend` does not take."""
+    component = manifest.component(component_name)
+    if component.format != "onnx":
+        raise ArtifactError(f"{component_name}: format {component.format!r} cannot run under ONNX Runtime")
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"unknown {backend} backend option(s) {unknown}; known: {sorted(known)}")
+    return component
+
+
 def check_metadata(where: str, found: dict[str, str], expected: dict[str, tuple[str, ...]]) -> None:
     """ArtifactError naming every key whose value is missing or not an accepted one."""
     problems = []

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..manifest import Component, Manifest
-from .base import Runner, check_graph_io, check_metadata, expected_metadata
+from .base import Runner, check_graph_io, check_metadata, expected_metadata, onnx_component
 
 # ORT's type strings -> numpy dtype names used by the manifest.
 _ORT_DTYPES = {
@@ -98,12 +98,6 @@ class OnnxRuntimeRunner(Runner):
 
 def open_onnxruntime(folder, manifest: Manifest, component_name: str, **options) -> OnnxRuntimeRunner:
     """The runner for `component_name` of the artifact folder, metadata checked in full."""
-    component = manifest.component(component_name)
-    if component.format != "onnx":
-        raise ArtifactError(f"{component_name}: format {component.format!r} cannot run under ONNX Runtime")
-    known = {"providers", "intra_op_threads"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InputError(f"unknown onnxruntime backend option(s) {unknown}; known: {sorted(known)}")
+    component = onnx_component(manifest, component_name, "onnxruntime", options, {"providers", "intra_op_threads"})
     return OnnxRuntimeRunner(Path(folder) / component.file, component, name=component_name,
                              expected_metadata=expected_metadata(manifest, component_name), **options)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..manifest import Component, Manifest
-from .base import check_feeds, check_output_names, expected_metadata
+from .base import check_feeds, check_output_names, expected_metadata, onnx_component
 from .onnxruntime import OnnxRuntimeRunner, _ort
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -121,13 +121,7 @@ _ORT_ELEMENT_DTYPES = {
 
 def open_onnxruntime_cuda(folder, manifest: Manifest, component_name: str, **options) -> OnnxRuntimeCudaRunner:
     """Registry factory: `component_name` of the artifact folder on ONNX Runtime's CUDA provider."""
-    component = manifest.component(component_name)
-    if component.format != "onnx":
-        raise ArtifactError(f"{component_name}: format {component.format!r} cannot run under ONNX Runtime")
-    known = {"device_id", "intra_op_threads"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InputError(f"unknown onnxruntime-cuda backend option(s) {unknown}; known: {sorted(known)}")
+    component = onnx_component(manifest, component_name, "onnxruntime-cuda", options, {"device_id", "intra_op_threads"})
     return OnnxRuntimeCudaRunner(Path(folder) / component.file, component, name=component_name,
                                  expected_metadata=expected_metadata(manifest, component_name), **options)
 
