@@ -1,0 +1,124 @@
+"""Benchmarks of the exported pipeline against the eager PyTorch reference.
+
+    run_bench(out, quick=False, checkpoint=None, workdir="artifacts/bench")
+
+Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
+d. memory (memory.py). Each writes <section>.json into `out`; report.py writes summary.md and
+plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
+and reused while current (setup.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from .common import Progress, load_average, machine_info, write_json
+from .config import BenchConfig
+
+SECTIONS = ("speed", "fidelity", "scaling", "memory")
+
+
+def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
+              sections=SECTIONS, config: BenchConfig | None = None, progress: Progress = print) -> dict:
+    """Run the benchmark sections and write their JSON, summary.md and PNGs into `out`.
+
+    checkpoint: a standard S3Gen checkpoint (default: the synthetic one, written to workdir when absent).
+    artifacts: an existing export of that checkpoint to use as is (int8 sections are skipped when it
+    has no int8 graphs); default: workdir/synthetic, exported with int8 unless current."""
+    from .plots import plot_fidelity, plot_memory, plot_scaling, plot_speed
+    from .report import write_summary
+    from .setup import ensure_artifacts, ensure_checkpoint, has_int8
+
+    cfg = config or (BenchConfig.quick_config() if quick else BenchConfig())
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown sections {unknown}; known: {list(SECTIONS)}")
+    out, workdir = Path(out), Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = {"config": cfg.to_dict(), "machine": machine_info()}   # as planned; sections record their budgets
+    write_json(out / "machine.json", results["machine"])
+    m = results["machine"]
+    progress(f"machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB; load average {m['load_average_at_start']}")
+
+    progress("[setup] checkpoint and export")
+    if checkpoint is None:
+        checkpoint = ensure_checkpoint(workdir / "synthetic.safetensors", progress)
+    checkpoint = Path(checkpoint)
+    if artifacts is None:
+        results["setup"] = ensure_artifacts(checkpoint, workdir / "synthetic", int8=True, progress=progress)
+        artifacts = Path(results["setup"]["folder"])
+    else:
+        results["setup"] = {"folder": str(artifacts), "exported": False, "seconds": 0.0}
+    from s3gen_runtime.manifest import load_manifest
+
+    manifest = load_manifest(artifacts, verify=True)
+    if not results["setup"].get("checkpoint_sha256"):
+        from ..checkpoint import file_sha256
+
+        results["setup"]["checkpoint_sha256"] = file_sha256(checkpoint)
+    if manifest.checkpoint.sha256 != results["setup"]["checkpoint_sha256"]:
+        raise ValueError(f"{artifacts} was exported from another checkpoint (sha256 {manifest.checkpoint.sha256[:12]}..., "
+                         f"{checkpoint} is {results['setup']['checkpoint_sha256'][:12]}...): the eager baseline must "
+                         "run the same weights")
+    if manifest.checkpoint.variant != "standard":
+        raise ValueError(f"the benchmark needs standard artifacts (eager baseline: Euler + CFG), got "
+                         f"{manifest.checkpoint.variant}")
+    int8 = has_int8(manifest)
+    results["setup"]["int8"] = int8
+
+    def left() -> float:
+        return cfg.total_budget_s - (time.perf_counter() - start)
+
+    plots = []
+    if "speed" in sections:
+        reserve = (cfg.reserve_fidelity_s if "fidelity" in sections else 0) + (
+            cfg.reserve_scaling_s if "scaling" in sections else 0)
+        cfg = dataclasses.replace(cfg, speed_budget_s=max(0.0, min(cfg.speed_budget_s, left() - reserve)))
+        progress("[a] speed: eager vs torch.compile vs ONNX Runtime fp32 / int8 (each in its own process)")
+        from .speed import run_speed
+
+        results["speed"] = run_speed(cfg, checkpoint, artifacts, workdir / "speed", int8, progress)
+        write_json(out / "speed.json", results["speed"])
+        plots += plot_speed(results["speed"], out)
+        progress(f"[a] done in {results['speed']['seconds'] / 60:.1f} min")
+    if "fidelity" in sections:
+        reserve = cfg.reserve_scaling_s if "scaling" in sections else 0
+        cfg = dataclasses.replace(cfg, fidelity_budget_s=max(0.0, min(cfg.fidelity_budget_s, left() - reserve)))
+        progress("[b] fidelity: solvers x NFE against a converged solution; int8 against fp32")
+        from .fidelity import run_fidelity
+
+        results["fidelity"] = run_fidelity(cfg, artifacts, int8, progress)
+        write_json(out / "fidelity.json", results["fidelity"])
+        plots += plot_fidelity(results["fidelity"], out)
+        progress(f"[b] done in {results['fidelity']['seconds'] / 60:.1f} min")
+    if "scaling" in sections:
+        progress("[c] scaling: estimator time vs frames, throughput vs batch")
+        from .scaling import run_scaling
+
+        results["scaling"] = run_scaling(cfg, artifacts, int8, progress)
+        write_json(out / "scaling.json", results["scaling"])
+        plots += plot_scaling(results["scaling"], out)
+        progress(f"[c] done in {results['scaling']['seconds'] / 60:.1f} min")
+    if "memory" in sections:
+        progress("[d] memory: weights per precision, RSS per configuration")
+        from .memory import run_memory
+
+        results["memory"] = run_memory(artifacts, results.get("speed"), progress)
+        write_json(out / "memory.json", results["memory"])
+        plots += plot_memory(results["memory"], out)
+    results["seconds"] = time.perf_counter() - start
+    results["load_average_at_end"] = load_average()
+    results["machine"]["load_average_at_end"] = results["load_average_at_end"]
+    results["machine"]["bench_seconds"] = results["seconds"]
+    results["machine"]["setup"] = results["setup"]
+    write_json(out / "machine.json", results["machine"])
+    summary = write_summary(out, results)
+    progress(f"wrote {summary} and {len(plots)} plots in {results['seconds'] / 60:.1f} min")
+    results["files"] = [str(p) for p in [summary, *plots]]
+    return results
+
+
+__all__ = ["run_bench", "BenchConfig", "SECTIONS"]

@@ -1,0 +1,199 @@
+"""Shared pieces of the benchmarks: synthetic requests, error metrics, statistics, machine facts, JSON.
+
+numpy and the standard library only (plus the runtime): importing this costs no torch.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from s3gen_runtime.constants import MEL_BINS, SPEAKER_EMBED_DIM, SPEECH_VOCAB_SIZE, TOKEN_MEL_RATIO, TOKEN_RATE
+from s3gen_runtime.voice import Voice
+
+Progress = Callable[[str], None]
+
+MAX_SNR_DB = 200.0   # identical outputs: the same finite cap the export validation uses
+
+
+# ---------------------------------------------------------------- requests
+
+def synthetic_voice(prompt_tokens: int, seed: int = 1234) -> Voice:
+    """A random voice: prompt tokens, a log-mel-like prompt (mean -5, std 2) and an x-vector."""
+    rng = np.random.default_rng(seed)
+    return Voice.validated(
+        rng.integers(0, SPEECH_VOCAB_SIZE, prompt_tokens),
+        (rng.standard_normal((TOKEN_MEL_RATIO * prompt_tokens, MEL_BINS)) * 2.0 - 5.0).astype(np.float32),
+        rng.standard_normal(SPEAKER_EMBED_DIM).astype(np.float32),
+    )
+
+
+def synthetic_tokens(new_tokens: int, seed: int = 4321) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, SPEECH_VOCAB_SIZE, new_tokens).astype(np.int64)
+
+
+def tokens_for_seconds(seconds: float) -> int:
+    return int(round(seconds * TOKEN_RATE))
+
+
+# ---------------------------------------------------------------- errors
+
+def snr_db(got, ref) -> float:
+    """10 log10(|ref|^2 / |got - ref|^2) in float64, capped at +-MAX_SNR_DB (identical -> 200)."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    noise = float(np.sum((got - ref) ** 2))
+    signal = float(np.sum(ref ** 2))
+    if noise == 0.0:
+        return MAX_SNR_DB
+    if signal == 0.0:
+        return -MAX_SNR_DB
+    return float(np.clip(10.0 * math.log10(signal / noise), -MAX_SNR_DB, MAX_SNR_DB))
+
+
+def rel_rms(got, ref) -> float:
+    """|got - ref| / |ref| (Frobenius), float64."""
+    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    denom = float(np.sqrt(np.sum(ref ** 2)))
+    return float(np.sqrt(np.sum((got - ref) ** 2)) / denom) if denom > 0 else float("inf")
+
+
+def max_abs(got, ref) -> float:
+    return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - np.asarray(ref, dtype=np.float64))))
+
+
+def db_from_rel(rel: float) -> float:
+    """The SNR that a relative RMS error corresponds to (capped like snr_db)."""
+    if rel <= 0.0:
+        return MAX_SNR_DB
+    return float(min(MAX_SNR_DB, -20.0 * math.log10(rel)))
+
+
+# ---------------------------------------------------------------- statistics
+
+def median(values) -> float:
+    values = [float(v) for v in values]
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def fit_power_law(x, y) -> dict:
+    """Least squares of log y = a + k log x: returns exponent k, prefactor exp(a) and r^2."""
+    lx, ly = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
+    k, a = np.polyfit(lx, ly, 1)
+    pred = a + k * lx
+    ss_res = float(np.sum((ly - pred) ** 2))
+    ss_tot = float(np.sum((ly - ly.mean()) ** 2))
+    return {"exponent": float(k), "prefactor": float(math.exp(a)), "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0}
+
+
+# ---------------------------------------------------------------- process and machine
+
+def _status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB: VmHWM, the high-water mark of this process image.
+
+    Not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a worker started by a parent
+    holding 2.4 GB (after an in-process export) reported 2.4 GB before loading anything."""
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    rss = _status_mb("VmRSS")
+    return rss if rss is not None else float("nan")
+
+
+def load_average() -> list[float]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _ram_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 ** 2, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "onnxruntime", "onnx", "torch", "matplotlib", "s3gen-aot"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_info() -> dict:
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "platform": platform.platform(),
+        "versions": library_versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "load_average_at_start": load_average(),
+    }
+
+
+# ---------------------------------------------------------------- JSON
+
+def finite(obj):
+    """A JSON-safe deep copy: numpy scalars/arrays to Python, NaN/Inf floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path

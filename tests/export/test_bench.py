@@ -1,0 +1,94 @@
+"""scripts/bench.py --quick end to end (the CI exercise of `make bench-quick`): every section writes its
+JSON with finite numbers, the summary states the machine and that the weights are synthetic, plots exist."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "machine")
+PLOTS = ("speed.png", "speed_components.png", "fidelity.png", "scaling.png", "memory.png")
+
+
+def numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+@pytest.fixture(scope="module")
+def quick(exported, synthetic_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "results"
+    work = tmp_path_factory.mktemp("bench_work")
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--out", str(out),
+                           "--checkpoint", str(synthetic_checkpoint("standard")), "--artifacts",
+                           str(exported("standard")), "--workdir", str(work)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def load(out: Path, name: str) -> dict:
+    return json.loads((out / f"{name}.json").read_text())
+
+
+def test_every_section_writes_finite_json(quick):
+    out, log = quick
+    for name in SECTIONS:
+        data = load(out, name)
+        values = list(numbers(data))
+        assert values and all(math.isfinite(v) for v in values), name
+    for marker in ("[a]", "[b]", "[c]", "[d]"):
+        assert marker in log
+
+
+def test_speed_has_eager_and_runtime_numbers(quick):
+    out, _ = quick
+    speed = load(out, "speed")
+    rows = {r["config"]: r for r in speed["table"]}
+    for config in ("eager", "ort-fp32"):
+        r = rows[config]
+        for key in ("e2e_seconds", "rtf", "encoder_seconds", "estimator_call_seconds", "vocoder_seconds",
+                    "speedup_vs_eager", "peak_rss_mb"):
+            assert r[key] is not None and r[key] > 0, (config, key)
+        assert r["vs_eager"]["mel_snr_db"] is not None
+    assert rows["eager"]["speedup_vs_eager"] == pytest.approx(1.0)
+    assert rows["ort-fp32"]["vs_eager"]["mel_snr_db"] > 60   # same fp32 network, same noise
+    # the fixture has no int8 graphs and --quick does not compile: both say why instead of a number
+    assert speed["configs"]["ort-int8"]["status"] == "skipped" and speed["configs"]["ort-int8"]["reason"]
+    assert speed["configs"]["compile"]["status"] == "skipped" and speed["configs"]["compile"]["reason"]
+
+
+def test_fidelity_scaling_memory(quick):
+    out, _ = quick
+    fid = load(out, "fidelity")
+    assert {r["solver"] for r in fid["table"]} == {"euler", "heun", "midpoint", "dpmpp2m"}
+    assert all(r["rel_rms_mean"] > 0 for r in fid["table"])
+    assert fid["convergence"]["check_rel_rms"] is not None
+    sc = load(out, "scaling")
+    assert 0.5 < sc["fit"]["ort-fp32"]["exponent"] < 3.0
+    assert [r["batch"] for r in sc["batch"]] == [1, 2]
+    mem = load(out, "memory")
+    assert mem["precisions"]["fp32"]["weights_mb"] > 100
+    assert mem["processes"]["ort-fp32"]["peak_rss_mb"] > 0
+
+
+def test_summary_and_plots(quick):
+    out, _ = quick
+    summary = (out / "summary.md").read_text()
+    for text in ("synthetic checkpoint", "CPU:", "cores", "RAM", "onnxruntime", "torch", "Date:", "## Targets",
+                 "## a. Speed", "## b. Solver fidelity", "## c. Scaling", "## d. Memory"):
+        assert text in summary, text
+    for name in PLOTS:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
