@@ -100,3 +100,8 @@ def pad_to(arr, length: int, axis: int, value=0) -> np.ndarray:
     widths = [(0, 0)] * a.ndim
     widths[ax] = (0, length - have)
     return np.pad(a, widths, mode="constant", constant_values=value)
+
+
+def stack_padded(arrays, length: int, axis: int) -> np.ndarray:
+    """Right-pad each (1, ...) array with zeros along `axis` to `length` and stack them on axis 0."""
+    return np.concatenate([pad_to(a, length, axis) for a in arrays], axis=0)

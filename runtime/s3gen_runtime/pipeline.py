@@ -23,7 +23,7 @@ import numpy as np
 from .audio import apply_trim_fade
 from .backends import known_backends, open_runner
 from .backends.base import INT8_SUFFIX, Runner
-from .buckets import Bucket, pick_bucket
+from .buckets import Bucket, pick_bucket, stack_padded
 from .constants import SAMPLE_RATE, SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
 from .errors import ArtifactError, BucketError, InputError
 from .io import check_noise_shapes, validate_tokens
@@ -227,38 +227,28 @@ def plan_layout(rows: list[_Row], buckets, pad_to_bucket: bool) -> Layout:
 
 # ---------------------------------------------------------------- feeds (pure)
 
-def _stack_padded(arrays, length: int, axis: int) -> np.ndarray:
-    """Right-pad each (1, ...) array with zeros along `axis` to `length` and stack them on axis 0."""
-    out = []
-    for a in arrays:
-        widths = [(0, 0)] * a.ndim
-        widths[axis] = (0, length - a.shape[axis])
-        out.append(np.pad(a, widths))
-    return np.concatenate(out, axis=0)
-
-
 def encoder_feeds(rows: list[_Row], layout: Layout) -> dict[str, np.ndarray]:
     return {
-        "tokens": _stack_padded([r.tokens[None] for r in rows], layout.token_width, 1),
+        "tokens": stack_padded([r.tokens[None] for r in rows], layout.token_width, 1),
         "token_lengths": np.array([r.new for r in rows], dtype=np.int64),
-        "prompt_tokens": _stack_padded([r.voice.prompt_token for r in rows], layout.prompt_width, 1),
+        "prompt_tokens": stack_padded([r.voice.prompt_token for r in rows], layout.prompt_width, 1),
         "prompt_lengths": np.array([r.prompt for r in rows], dtype=np.int64),
-        "prompt_feat": _stack_padded([r.voice.prompt_feat for r in rows], TOKEN_MEL_RATIO * layout.prompt_width, 1),
+        "prompt_feat": stack_padded([r.voice.prompt_feat for r in rows], TOKEN_MEL_RATIO * layout.prompt_width, 1),
         "embedding": np.concatenate([r.voice.embedding for r in rows], axis=0),
     }
 
 
 def initial_noise(rows: list[_Row], frames: int) -> np.ndarray:
     """x0: each row's own z, left-aligned, zeros over its padding."""
-    return _stack_padded([r.noise["z"] for r in rows], frames, 2)
+    return stack_padded([r.noise["z"] for r in rows], frames, 2)
 
 
 def vocoder_feeds(mels: list[np.ndarray], rows: list[_Row], frames: int) -> dict[str, np.ndarray]:
     return {
-        "mel": _stack_padded([m[None] for m in mels], frames, 2),
+        "mel": stack_padded([m[None] for m in mels], frames, 2),
         "mel_lengths": np.array([m.shape[1] for m in mels], dtype=np.int64),
         "sine_phase": np.concatenate([r.noise["sine_phase"] for r in rows], axis=0),
-        "sine_noise": _stack_padded([r.noise["sine_noise"] for r in rows], SAMPLES_PER_FRAME * frames, 2),
+        "sine_noise": stack_padded([r.noise["sine_noise"] for r in rows], SAMPLES_PER_FRAME * frames, 2),
     }
 
 

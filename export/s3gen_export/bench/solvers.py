@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from s3gen_runtime.buckets import stack_padded
 from s3gen_runtime.constants import TOKEN_MEL_RATIO
 from s3gen_runtime.noise import draw_noise
 from s3gen_runtime.solvers import CountingVelocity, nfe as solver_nfe, solve
@@ -48,15 +49,6 @@ class FlowProblem:
         return tuple(dict.fromkeys(seed for _, seed in self.rows))
 
 
-def _pad(arrays, length: int, axis: int) -> np.ndarray:
-    out = []
-    for a in arrays:
-        widths = [(0, 0)] * a.ndim
-        widths[axis] = (0, length - a.shape[axis])
-        out.append(np.pad(a, widths))
-    return np.concatenate(out, axis=0)
-
-
 def prepare_cases(runtime, cases, seeds, cfg_rate: float) -> FlowProblem:
     """Encode every (tokens, voice) case for every seed as one batch with the runtime's encoder graph."""
     seeds = tuple(int(s) for s in seeds)
@@ -68,18 +60,18 @@ def prepare_cases(runtime, cases, seeds, cfg_rate: float) -> FlowProblem:
             items.append((tokens, voice, draw_noise(seed, voice.prompt_tokens, tokens.shape[1])))
     width_p = max(v.prompt_tokens for _, v, _ in items)
     width_n = max(t.shape[1] for t, _, _ in items)
-    feeds = {"tokens": _pad([t for t, _, _ in items], width_n, 1),
+    feeds = {"tokens": stack_padded([t for t, _, _ in items], width_n, 1),
              "token_lengths": np.array([t.shape[1] for t, _, _ in items], dtype=np.int64),
-             "prompt_tokens": _pad([v.prompt_token for _, v, _ in items], width_p, 1),
+             "prompt_tokens": stack_padded([v.prompt_token for _, v, _ in items], width_p, 1),
              "prompt_lengths": np.array([v.prompt_tokens for _, v, _ in items], dtype=np.int64),
-             "prompt_feat": _pad([v.prompt_feat for _, v, _ in items], TOKEN_MEL_RATIO * width_p, 1),
+             "prompt_feat": stack_padded([v.prompt_feat for _, v, _ in items], TOKEN_MEL_RATIO * width_p, 1),
              "embedding": np.concatenate([v.embedding for _, v, _ in items], axis=0)}
     enc = runtime.runners["encoder"].run(feeds)
     ends = [TOKEN_MEL_RATIO * (v.prompt_tokens + t.shape[1]) for t, v, _ in items]
     frames = max(ends)
     conditioning = {k: np.ascontiguousarray(enc[k][..., :frames]) if k != "spks" else enc[k]
                     for k in ("mask", "mu", "spks", "cond")}
-    x0 = _pad([n["z"] for _, _, n in items], frames, 2)
+    x0 = stack_padded([n["z"] for _, _, n in items], frames, 2)
     slices = tuple((TOKEN_MEL_RATIO * v.prompt_tokens, e) for (_, v, _), e in zip(items, ends))
     meanflow = runtime.variant == "meanflow"
     runner = runtime.runners["estimator" if meanflow or cfg_rate == 0.0 else "estimator_cfg"]
