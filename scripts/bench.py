@@ -30,7 +30,14 @@ def main(argv=None) -> int:
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="use this export of --checkpoint as is (no int8 numbers if it has no int8 graphs)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild summary.md and the plots from the JSON already in --out; measure nothing")
     args = parser.parse_args(argv)
+    if args.report_only:
+        from s3gen_export.bench import rebuild_report
+
+        rebuild_report(args.out, progress=log)
+        return 0
     if args.artifacts is not None and args.checkpoint is None:
         parser.error("--artifacts needs the --checkpoint it was exported from (the eager baseline loads it)")
     sections = tuple(s for s in args.sections.split(",") if s)

@@ -92,3 +92,18 @@ def test_summary_and_plots(quick):
     for name in PLOTS:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+
+
+def test_report_rebuilds_from_the_json(quick, tmp_path):
+    import shutil
+
+    from s3gen_export.bench import rebuild_report
+
+    out, _ = quick
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for name in PLOTS + ("summary.md",):
+        (copy / name).unlink()
+    rebuild_report(copy, progress=lambda m: None)
+    assert (copy / "summary.md").read_text() == (out / "summary.md").read_text()
+    assert all((copy / name).is_file() for name in PLOTS)

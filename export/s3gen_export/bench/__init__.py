@@ -114,6 +114,7 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
     results["machine"]["bench_seconds"] = results["seconds"]
     results["machine"]["setup"] = results["setup"]
+    results["machine"]["config"] = results["config"]
     write_json(out / "machine.json", results["machine"])
     summary = write_summary(out, results)
     progress(f"wrote {summary} and {len(plots)} plots in {results['seconds'] / 60:.1f} min")
@@ -121,4 +122,28 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
     return results
 
 
-__all__ = ["run_bench", "BenchConfig", "SECTIONS"]
+def rebuild_report(out, progress: Progress = print) -> dict:
+    """summary.md and the plots again from the JSON files a run left in `out` (no measuring)."""
+    import json
+
+    from .plots import plot_fidelity, plot_memory, plot_scaling, plot_speed
+    from .report import write_summary
+
+    out = Path(out)
+    machine = json.loads((out / "machine.json").read_text())
+    results = {"machine": machine, "config": machine.get("config") or BenchConfig().to_dict(),
+               "setup": machine.get("setup", {}), "seconds": machine.get("bench_seconds", 0.0),
+               "load_average_at_end": machine.get("load_average_at_end")}
+    plots = []
+    for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
+                       ("memory", plot_memory)):
+        if (out / f"{name}.json").is_file():
+            results[name] = json.loads((out / f"{name}.json").read_text())
+            plots += plot(results[name], out)
+    summary = write_summary(out, results)
+    progress(f"rebuilt {summary} and {len(plots)} plots from the JSON in {out}")
+    results["files"] = [str(p) for p in [summary, *plots]]
+    return results
+
+
+__all__ = ["run_bench", "rebuild_report", "BenchConfig", "SECTIONS"]

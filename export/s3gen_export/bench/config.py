@@ -24,16 +24,16 @@ class BenchConfig:
     compile_e2e_lengths_s: tuple = (5,)                 # elsewhere: estimator calls only (compile
     compile_component_calls: int = 2                    # changes only the estimator; e2e runs cost minutes)
     worker_timeout_s: float = 900.0
-    speed_budget_s: float = 960.0                       # extra repeats / compile runs only while they fit
+    speed_budget_s: float = 930.0                       # extra repeats / compile runs only while they fit
     # b. fidelity: solvers x NFE against a converged solution, several seeds, two lengths
     fidelity_prompt_tokens: int = 10
-    fidelity_lengths_s: tuple = (1.0, 2.0)              # generated audio after the prompt
+    fidelity_lengths_s: tuple = (0.6, 1.2)              # generated audio after the prompt (50 / 80 frames)
     fidelity_seeds: tuple = (0, 1)
     fidelity_nfe: tuple = (2, 4, 8, 16, 32)
     fidelity_reference_solver: str = "euler"            # see fidelity.py for why Euler
-    fidelity_reference_steps: int = 512                 # checked against half as many steps
+    fidelity_reference_steps: int = 256                 # every row; the shortest row also at twice as many
     fidelity_reference_min_steps: int = 128             # the least the time budget may cut it to
-    fidelity_budget_s: float = 480.0
+    fidelity_budget_s: float = 540.0
     fidelity_min_nfe_cap: int = 16                      # the grid's largest NFE may drop to this to fit
     # c. scaling
     scaling_frames: tuple = (256, 512, 1024, 2048)
@@ -52,7 +52,7 @@ class BenchConfig:
     def quick_config(cls) -> "BenchConfig":
         return cls(quick=True, speed_prompt_tokens=50, speed_lengths_s=(2,), speed_repeats=(1,), speed_warmup_new_tokens=5, compile=False,
                    speed_budget_s=120.0, fidelity_lengths_s=(0.6,), fidelity_seeds=(0,), fidelity_nfe=(2, 4),
-                   fidelity_reference_steps=16, fidelity_reference_min_steps=8, fidelity_budget_s=40.0,
+                   fidelity_reference_steps=8, fidelity_reference_min_steps=4, fidelity_budget_s=40.0,
                    scaling_frames=(128, 256), scaling_repeats=1, batch_sizes=(1, 2), batch_frames=128, profile_frames=(128,), fidelity_min_nfe_cap=4,
                    batch_repeats=1, worker_timeout_s=300.0, total_budget_s=180.0, reserve_fidelity_s=30.0,
                    reserve_scaling_s=15.0)

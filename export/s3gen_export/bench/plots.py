@@ -18,8 +18,9 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     _plt().close(fig)
     return path
@@ -63,16 +64,20 @@ def plot_speed(speed: dict, out: Path) -> list[Path]:
         ax.bar(x, voc, bottom=enc + est, color="#ffbb78", label="vocoder")
         ax.set_xticks(x, [r["config"] for r in rs], rotation=30)
         ax.set(title=f"{seconds:g} s audio", ylabel="seconds")
-    axes[0][0].legend(fontsize=8)
-    paths.append(_save(fig, out / "speed_components.png"))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    paths.append(_save(fig, out / "speed_components.png", tight=False))
     return paths
 
 
 def plot_fidelity(fid: dict, out: Path) -> list[Path]:
     plt = _plt()
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     table = fid["table"]
     conv = fid["convergence"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
     for solver in sorted({r["solver"] for r in table}):
         rs = sorted([r for r in table if r["solver"] == solver], key=lambda r: r["nfe"])
         kw = dict(color=COLORS.get(solver), label=solver, marker="o")
@@ -80,14 +85,18 @@ def plot_fidelity(fid: dict, out: Path) -> list[Path]:
         ax2.loglog([r["seconds_per_utterance"] for r in rs], [r["rel_rms_mean"] for r in rs], **kw)
     for ax in (ax1, ax2):
         if conv.get("check_rel_rms"):
-            ax.axhline(conv["check_rel_rms"], color="k", ls=":", lw=1,
-                       label=f"reference check ({conv['check']} vs {conv['reference'].split(' (')[0]})")
+            ax.axhline(conv["check_rel_rms"], color="k", ls=":", lw=1, label="reference vs 2x its steps")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    nfes = sorted({r["nfe"] for r in table})
+    ax1.set_xticks(nfes, [str(n) for n in nfes])
     up = [r for r in table if (r["solver"], r["steps"]) == ("euler", 10)]
     if up:
         ax1.plot([10], [up[0]["rel_rms_mean"]], "k*", ms=12)
-        ax1.annotate("upstream", (10, up[0]["rel_rms_mean"]), textcoords="offset points", xytext=(6, 6))
+        ax1.annotate("upstream (Euler 10)", (10, up[0]["rel_rms_mean"]), textcoords="offset points", xytext=(6, 8))
+    ax2.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax1.set(xlabel="NFE (estimator calls)", ylabel="mel rel. RMS error vs converged",
             title="error vs NFE (mean over lengths and seeds)")
     ax2.set(xlabel="wall seconds per utterance (ORT fp32)", ylabel="mel rel. RMS error vs converged",
@@ -125,10 +134,8 @@ def plot_memory(mem: dict, out: Path) -> list[Path]:
     procs = {k: v for k, v in mem["processes"].items() if v.get("peak_rss_mb")}
     names = list(procs)
     x = np.arange(len(names))
-    ax2.bar(x - 0.2, [procs[n]["rss_after_load_mb"] or 0 for n in names], 0.4, label="after load", color="#c7c7c7")
-    ax2.bar(x + 0.2, [procs[n]["peak_rss_mb"] for n in names], 0.4, label="peak over runs",
-            color=[COLORS.get(n) for n in names])
+    ax2.bar(x - 0.2, [procs[n]["rss_after_load_mb"] or 0 for n in names], 0.4, color="#c7c7c7")
+    ax2.bar(x + 0.2, [procs[n]["peak_rss_mb"] for n in names], 0.4, color=[COLORS.get(n) for n in names])
     ax2.set_xticks(x, names)
-    ax2.set(ylabel="MiB", title="resident memory per configuration (own process)")
-    ax2.legend()
+    ax2.set(ylabel="MiB", title="RSS: after load (grey), peak over its runs (colour)")
     return [_save(fig, out / "memory.png")]

@@ -57,6 +57,17 @@ def _amdahl(scaling: dict | None, fp32_speedup: float | None) -> str:
     return text
 
 
+def _attention_share(scaling: dict | None) -> str:
+    """How much of the ORT fp32 call is attention, at each profiled length (measured, section c)."""
+    profs = ((scaling or {}).get("profile") or {}).get("ort-fp32") or []
+    if not profs:
+        return ""
+    parts = [f"{100 * (p['groups'].get('attention matmuls (QK^T, AV)', 0) + p['groups'].get('softmax', 0)):.0f}% at "
+             f"{p['frames']} frames" for p in profs]
+    return ("in the ORT fp32 call, attention (QK^T and AV matmuls + softmax, run as separate kernels over the full "
+            "frames x frames scores) takes " + ", ".join(parts) + " of the kernel time (ORT profiler, section c)")
+
+
 def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -> list[dict]:
     out = []
     if not speed:
@@ -80,6 +91,8 @@ def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -
             if config == "ort-int8":
                 fp = {r["audio_seconds"]: r for r in _rows(speed, "ort-fp32")}.get(worst["audio_seconds"], {})
                 detail.append(_amdahl(scaling, fp.get("estimator_speedup_vs_eager")))
+            else:
+                detail.append(_attention_share(scaling))
         if snr_floor is not None:
             snrs = [r["vs_eager"]["mel_snr_db"] for r in rows if r.get("vs_eager")]
             if snrs:
@@ -148,8 +161,8 @@ def _speed_section(speed: dict) -> list[str]:
         if st.get("status") != "ok":
             lines.append(f"- **{name}**: {st['status']}: {st.get('reason', '')}")
         elif name == "compile":
-            lines.append(f"- **compile**: `torch.compile(estimator, dynamic=True)` (inductor, CPU); compilation + first "
-                         f"call took {st.get('warmup_seconds', float('nan')):.0f} s.")
+            lines.append(f"- **compile**: `torch.compile(estimator, dynamic=True)` (inductor, CPU), compiled cold (a fresh "
+                         f"inductor cache); compilation + first call took {st.get('warmup_seconds', float('nan')):.0f} s.")
     for note in speed.get("notes", []):
         lines.append(f"- {note}")
     lines += ["", "![speed](speed.png)", "", "![components](speed_components.png)", ""]
@@ -231,16 +244,27 @@ def _scaling_section(sc: dict) -> list[str]:
     return lines
 
 
-def _memory_section(mem: dict) -> list[str]:
+def _longest_run(speed: dict | None, config: str):
+    """The longest audio a configuration synthesised (or ran estimator calls for) in section a."""
+    if not speed:
+        return None
+    lengths = [r["audio_seconds"] for r in speed.get("runs", []) if r["config"] == config]
+    lengths += [c["audio_seconds"] for c in speed.get("compile_components", []) if c["config"] == config]
+    return max(lengths) if lengths else None
+
+
+def _memory_section(mem: dict, speed: dict | None = None) -> list[str]:
     lines = ["## d. Memory", "", "Weights = bytes of the ONNX initializers of the graphs the runtime opens "
              "(encoder, estimator_cfg, estimator, vocoder; int8 takes the `_int8` graph where there is one).", "",
              "| precision | weights MiB | per graph MiB |", "|---|---|---|"]
     for p, d in mem["precisions"].items():
         per = ", ".join(f"{n} {mem['graphs'][n]['bytes'] / 2 ** 20:.0f}" for n in d["graphs"].values())
         lines.append(f"| {p} | {d['weights_mb']:.0f} | {per} |")
-    lines += ["", "| configuration | RSS after load MiB | peak RSS MiB |", "|---|---|---|"]
+    lines += ["", "| configuration | RSS after load MiB | peak RSS MiB | longest request it ran |", "|---|---|---|---|"]
     for n, d in mem["processes"].items():
-        lines.append(f"| {n} | {_f(d.get('rss_after_load_mb'), '{:.0f}')} | {_f(d.get('peak_rss_mb'), '{:.0f}')} |")
+        longest = _longest_run(speed, n)
+        lines.append(f"| {n} | {_f(d.get('rss_after_load_mb'), '{:.0f}')} | {_f(d.get('peak_rss_mb'), '{:.0f}')} | "
+                     f"{_f(longest, '{:g} s')} |")
     lines += ["", mem["note"] + "."]
     for p, d in mem["precisions"].items():
         g = d["graphs"]
@@ -251,6 +275,25 @@ def _memory_section(mem: dict) -> list[str]:
                          "(opening the unguided graph only when cfg_rate = 0 is asked for would save it).")
     lines += ["", "![memory](memory.png)", ""]
     return lines
+
+
+def _memory_observations(mem: dict, speed: dict | None) -> list[str]:
+    """Peak RSS at the longest length, per configuration, against eager's (section a's processes)."""
+    if not speed:
+        return []
+    longest = max(speed["settings"]["lengths_s"])
+    rows = {r["config"]: r for r in speed["table"] if r["audio_seconds"] == longest and r.get("e2e_seconds")}
+    if "eager" not in rows:
+        return []
+    base = rows["eager"]["peak_rss_mb"]
+    out = []
+    for name in ("ort-fp32", "ort-int8"):
+        if name in rows and rows[name].get("peak_rss_mb"):
+            out.append(f"- {name} peaks at {rows[name]['peak_rss_mb']:.0f} MiB by {longest:g} s of audio, "
+                       f"{rows[name]['peak_rss_mb'] / base:.1f}x eager's {base:.0f} MiB, although its weights are "
+                       "no larger: activations, not weights, set the peak at long lengths (the graphs hold full "
+                       "frames x frames attention scores; the eager estimator calls F.scaled_dot_product_attention, a fused kernel on CPU).")
+    return out
 
 
 def write_summary(out: Path, results: dict) -> Path:
@@ -281,7 +324,10 @@ def write_summary(out: Path, results: dict) -> Path:
     if results.get("scaling"):
         lines += _scaling_section(results["scaling"])
     if results.get("memory"):
-        lines += _memory_section(results["memory"])
+        mem_lines = _memory_section(results["memory"], speed)
+        extra = _memory_observations(results["memory"], speed)
+        at = mem_lines.index("![memory](memory.png)")
+        lines += mem_lines[:at] + extra + ([""] if extra else []) + mem_lines[at:]
     lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, machine.json (all numbers, "
               "every run); this summary; the PNG plots.", ""]
     path = Path(out) / "summary.md"

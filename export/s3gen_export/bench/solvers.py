@@ -154,5 +154,16 @@ def converged_reference(problem: FlowProblem, steps: int, progress=None, solver:
             "summary": f"{solver} {steps} vs {steps // 2} steps: {check['rel_rms_mean']:.2e} rel RMS"}
 
 
-__all__ = ["FlowProblem", "prepare_problem", "prepare_cases", "solve_mel", "candidates", "errors_against", "converged_reference",
+def subproblem(problem: FlowProblem, index: int) -> FlowProblem:
+    """Row `index` alone, cut to its own length (its result equals the row's in the batch, up to
+    float32 reassociation: the masks make padding and other rows inert)."""
+    end = problem.slices[index][1]
+    cond = {k: np.ascontiguousarray(v[index:index + 1, ..., :end]) if k != "spks" else v[index:index + 1]
+            for k, v in problem.conditioning.items()}
+    return FlowProblem(problem.runner, cond, np.ascontiguousarray(problem.x0[index:index + 1, :, :end]),
+                       (problem.rows[index],), (problem.slices[index],), problem.cfg_rate, problem.meanflow,
+                       (problem.noises[index],))
+
+
+__all__ = ["FlowProblem", "prepare_problem", "prepare_cases", "subproblem", "solve_mel", "candidates", "errors_against", "converged_reference",
            "STANDARD_SOLVERS", "db_from_rel"]

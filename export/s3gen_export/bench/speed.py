@@ -9,6 +9,8 @@ outputs are compared sample by sample with eager's.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,7 +56,9 @@ def _start_workers(configs, checkpoint, artifacts, logs: Path, cfg: BenchConfig,
     for name in configs:
         progress(f"  starting {name}")
         env = {"OMP_WAIT_POLICY": cfg.torch_omp_wait_policy} if name in TORCH_CONFIGS and cfg.torch_omp_wait_policy \
-            else None
+            else {}
+        if name == "compile":   # a cold compile: an inductor cache left by an earlier run would hide its cost
+            env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_cache_", dir=logs)
         w = WorkerProcess(name, checkpoint=checkpoint, artifacts=artifacts, log_path=logs / f"worker_{name}.log",
                           env=env)
         try:
@@ -202,6 +206,8 @@ def run_speed(cfg: BenchConfig, checkpoint: Path, artifacts: Path, workdir: Path
     finally:
         for w in workers.values():
             w.kill()
+        for cache in Path(workdir).glob("inductor_cache_*"):
+            shutil.rmtree(cache, ignore_errors=True)
     for name, final in finals.items():
         if final:
             status[name]["peak_rss_mb"] = final["peak_rss_mb"]
