@@ -483,3 +483,19 @@ def make_fake_trt(cuda: FakeCuda, version: str = "10.3.0", weak_typing: bool = T
     trt.Builder = lambda logger: FakeBuilder(trt, logger)
     trt.OnnxParser = FakeParser
     return trt
+
+
+def real_gpu_or_skip():
+    """tensorrt on a real CUDA device, or skip the calling test (gpu-marked tests only)."""
+    import pytest
+
+    from s3gen_runtime import gpu
+
+    trt = pytest.importorskip("tensorrt")
+    gpu._reset_for_tests(None)
+    try:
+        if gpu.device_count() == 0:
+            pytest.skip("no CUDA GPU")
+    except gpu.CudaError as e:
+        pytest.skip(str(e))
+    return trt

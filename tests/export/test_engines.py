@@ -755,13 +755,7 @@ def test_pipeline_on_tensorrt_engines_matches_onnxruntime(fake_trt, small_artifa
 
 @pytest.mark.gpu
 def test_gpu_build_small_engines_and_compare_with_onnxruntime(small_artifacts):
-    pytest.importorskip("tensorrt")
-    gpu._reset_for_tests(None)
-    try:
-        if gpu.device_count() == 0:
-            pytest.skip("no CUDA GPU")
-    except gpu.CudaError as e:
-        pytest.skip(str(e))
+    fakes.real_gpu_or_skip()
     folder = small_artifacts()
     for precision in ("fp32", "fp16"):
         build_engines(folder, precision, max_batch=2, progress=print)

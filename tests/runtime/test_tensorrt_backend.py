@@ -545,21 +545,10 @@ def test_onnxruntime_cuda_backend_needs_the_cuda_provider(tmp_path):
 
 # ================================================================ real GPU (skipped without one)
 
-def _real_gpu_or_skip():
-    trt = pytest.importorskip("tensorrt")
-    gpu._reset_for_tests(None)
-    try:
-        if gpu.device_count() == 0:
-            pytest.skip("no CUDA GPU")
-    except gpu.CudaError as e:
-        pytest.skip(str(e))
-    return trt
-
-
 @pytest.mark.gpu
 def test_gpu_tensorrt_runner_concurrency(tmp_path):
     """Build the tiny graph into a real engine, then hammer it from several threads."""
-    trt = _real_gpu_or_skip()
+    trt = fakes.real_gpu_or_skip()
     from s3gen_export.engines import build_serialized_engine
     model = tiny_estimator_onnx()
     cc, name = gpu.compute_capability(0), gpu.device_name(0)
