@@ -75,10 +75,18 @@ class Attention(nn.Module):
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim), nn.Dropout(0.0)])
+        # export-time switch (fused_attention.use_fused_attention): one contrib-op kernel for ORT
+        self.fused = False
 
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, C); key_bias: (B, 1, 1, T), 0 on valid keys and -1e10 on padding."""
+        """x: (B, T, C); key_bias: (B, 1, 1, T), 0 on valid keys and a large negative value on padding."""
         b = x.size(0)
+        if self.fused:
+            from ..fused_attention import key_masked_attention
+
+            key_valid = (key_bias[:, 0, 0, :] == 0).to(torch.int32)
+            out = key_masked_attention(self.to_q(x), self.to_k(x), self.to_v(x), key_valid, self.heads)
+            return self.to_out[0](out)
         q = self.to_q(x).view(b, -1, self.heads, self.to_q.out_features // self.heads).transpose(1, 2)
         k = self.to_k(x).view(b, -1, self.heads, self.to_k.out_features // self.heads).transpose(1, 2)
         v = self.to_v(x).view(b, -1, self.heads, self.to_v.out_features // self.heads).transpose(1, 2)
