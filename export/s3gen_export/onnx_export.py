@@ -13,6 +13,7 @@ import torch
 from torch.export import Dim
 
 from .components.base import ComponentSpec
+from .fused_attention import TRANSLATION_TABLE, use_fused_attention
 
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                         "Multinomial", "Bernoulli"})
@@ -59,10 +60,15 @@ def export_component(model: torch.nn.Module, spec: ComponentSpec, path: Path,
     feeds = example_inputs(spec)
     args = tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
     path = Path(path)
-    with _quiet(), torch.inference_mode():
-        program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic_shapes(spec),
-                                    input_names=spec.input_names, output_names=spec.output_names,
-                                    opset_version=spec.opset, optimize=True, verbose=False)
+    use_fused_attention(module, spec.fused_attention)
+    try:
+        with _quiet(), torch.inference_mode():
+            program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic_shapes(spec),
+                                        input_names=spec.input_names, output_names=spec.output_names,
+                                        opset_version=spec.opset, optimize=True, verbose=False,
+                                        custom_translation_table=TRANSLATION_TABLE)
+    finally:
+        use_fused_attention(module, False)   # the model stays the eager reference for validation
     proto = program.model_proto
     set_metadata(proto, {"component": spec.name, "spec_hash": spec.spec_hash(), **(metadata or {})})
     onnx.save_model(proto, str(path))

@@ -60,6 +60,9 @@ class ComponentSpec:
     derived_axes: dict[str, tuple[str, int]] = field(default_factory=dict)
     opset: int = DEFAULT_OPSET
     description: str = ""
+    # attention written as com.microsoft.MultiHeadAttention (ONNX Runtime's fused kernel); TensorRT
+    # builds get a standard-op rewrite of the same graph (fused_attention.decompose_multi_head_attention)
+    fused_attention: bool = False
 
     @property
     def input_names(self) -> list[str]:
@@ -77,6 +80,7 @@ class ComponentSpec:
             "outputs": [t.to_manifest() for t in self.outputs],
             "derived_axes": {k: list(v) for k, v in sorted(self.derived_axes.items())},
             "tolerances": {k: asdict(v) for k, v in sorted(self.tolerances.items())},
+            **({"fused_attention": True} if self.fused_attention else {}),
         }
 
     def spec_hash(self) -> str:

@@ -87,7 +87,7 @@ _TOLERANCES = {"velocity": Tolerance(atol=1e-3, rtol=1e-3)}
 def _spec(name, extra_inputs, build, make, description):
     return ComponentSpec(name=name, description=description, inputs=_COMMON_INPUTS + extra_inputs, outputs=_OUTPUTS,
                          tolerances=_TOLERANCES, build_module=build, make_inputs=make, export_case=EXPORT_CASE,
-                         validation_cases=VALIDATION_CASES)
+                         validation_cases=VALIDATION_CASES, fused_attention=True)
 
 
 SPEC = _spec("estimator", (), EstimatorGraph, make_inputs, "velocity without guidance (cfg_rate = 0)")

@@ -30,6 +30,7 @@ from .profiles import (
     resolve_buckets,
 )
 from .validation import ort_reference, validate_built, validation_summary
+from ..fused_attention import decompose_multi_head_attention
 
 Progress = Callable[[str], None]
 ENGINE_DIR = "engines"
@@ -182,7 +183,8 @@ def build_engines(folder, precision: str, buckets=None, min_batch: int = 1, opt_
     for graph in names:
         component = manifest.component(graph)
         onnx_path = folder / component.file
-        proto = onnx.load(str(onnx_path))
+        # TensorRT's parser has no contrib ops: the fused attention goes back to standard ops
+        proto, _ = decompose_multi_head_attention(onnx.load(str(onnx_path)))
         name_nodes(proto)
         keep = fp32_layer_names(proto) if precision != "fp32" else []
         node_names = [n.name for n in proto.graph.node]
