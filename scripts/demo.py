@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from s3gen_export.exporter import ExportError
+    from s3gen_export.graphs import ExportError
 
     try:
         sys.exit(main())

@@ -52,7 +52,8 @@ def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: st
     """Export CHECKPOINT's graphs to ONNX, validate them against PyTorch, write the manifest."""
     from s3gen_runtime.buckets import DEFAULT_BUCKETS
     from .checkpoint import CheckpointError
-    from .exporter import ExportError, export_checkpoint
+    from .exporter import export_checkpoint
+    from .graphs import ExportError
 
     sizes = DEFAULT_BUCKETS if buckets is None else tuple(int(s) for s in buckets.split(","))
     try:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from .components.base import Tolerance
+from .graphs import ExportedGraph
 from .onnx_export import set_metadata
 from .validate import CaseResult, ValidationReport, compare, onnx_session
 
@@ -82,8 +83,6 @@ def validate_int8(spec, fp32_path: Path, int8_path: Path, seed: int = 4321, prog
 
 def quantize_graphs(model, graphs, out: Path, progress=print):
     """int8 copies of the quantizable fp32 graphs, each validated against its fp32 original."""
-    from .exporter import ExportedGraph
-
     made = []
     for g in [g for g in graphs if g.precision == "fp32" and g.spec.name in QUANTIZABLE]:
         start = time.perf_counter()
