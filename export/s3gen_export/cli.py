@@ -34,7 +34,7 @@ def main() -> None:
 def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
     """Write the deterministic synthetic checkpoint (real architecture and sizes) to OUT."""
     from .model.s3gen import expected_state_dict
-    from .checkpoint import write_synthetic_checkpoint
+    from .synthetic import write_synthetic_checkpoint
 
     variant = "meanflow" if meanflow else "standard"
     layout = {k: (shape, "float32") for k, shape in expected_state_dict(variant).items()}
