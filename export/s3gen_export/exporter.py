@@ -10,7 +10,6 @@ from typing import Callable
 
 from s3gen_runtime import __version__ as runtime_version
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
-from s3gen_runtime.constants import DEFAULT_CFG_RATE, DEFAULT_STEPS
 from s3gen_runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Audio, Manifest, sha256_file, write_manifest
 
 from .checkpoint import file_sha256
@@ -18,6 +17,7 @@ from .components import specs_for_variant
 from .graphs import ExportedGraph, ExportError
 from .model.s3gen import S3Gen, load_s3gen
 from .onnx_export import export_component
+from .reference import upstream_defaults
 from .transforms import prepare_for_export
 from .validate import validate_component
 
@@ -85,15 +85,13 @@ def component_record(out: Path, g: ExportedGraph) -> dict:
 
 def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, graphs: list[ExportedGraph],
                    buckets=DEFAULT_BUCKETS) -> Manifest:
-    solver = "meanflow" if variant == "meanflow" else "euler"
     data = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "s3gen-aot", "version": runtime_version},
         "versions": library_versions(),
         "checkpoint": {"file": Path(checkpoint).name, "sha256": checkpoint_sha, "variant": variant},
         "audio": Audio.current().to_dict(),
-        "defaults": {"solver": solver, "steps": DEFAULT_STEPS[variant],
-                     "cfg_rate": 0.0 if variant == "meanflow" else DEFAULT_CFG_RATE},
+        "defaults": upstream_defaults(variant).to_dict(),
         "buckets": [{"name": b.name, "mel_frames": b.mel_frames} for b in make_buckets(buckets)],
         "components": {g.name: component_record(Path(out), g) for g in graphs},
         "engines": [],
