@@ -31,7 +31,7 @@ def ensure_checkpoint(path: Path) -> Path:
     if path.is_file():
         log(f"[1/4] checkpoint {path} present, skipping")
         return path
-    from s3gen_export.checkpoint import write_synthetic_checkpoint
+    from s3gen_export.synthetic import write_synthetic_checkpoint
     from s3gen_export.model.s3gen import expected_state_dict
 
     log(f"[1/4] writing the synthetic standard checkpoint to {path}")
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from s3gen_export.exporter import ExportError
+    from s3gen_export.graphs import ExportError
 
     try:
         sys.exit(main())

@@ -47,7 +47,7 @@ GOLDEN_FILES = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanfl
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory):
     """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint."""
-    from s3gen_export.checkpoint import write_synthetic_checkpoint
+    from s3gen_export.synthetic import write_synthetic_checkpoint
     from s3gen_export.model.s3gen import expected_state_dict
 
     cache: dict[str, Path] = {}

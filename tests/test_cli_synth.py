@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from s3gen_export.cli import main
+from s3gen_runtime.backends import open_runner
 from s3gen_runtime.io import read_wav
 from s3gen_runtime.pipeline import S3GenRuntime
 from s3gen_runtime.voice import Voice, save_voice
@@ -45,6 +46,7 @@ def test_synth_artifacts_reproduces_golden(exported, golden, tmp_path):
     result = synth("--artifacts", exported("meanflow"), *golden_args(path), "--out", tmp_path / "out.npz")
     assert result.exit_code == 0, result.output
     assert "solver meanflow, 2 steps, cfg_rate 0" in result.stdout
+    assert "(meanflow, fp32, onnxruntime [CPUExecutionProvider])" in result.stdout   # the backend used
     assert re.search(r"estimator [\d.]+ s \(2 calls\)", result.stdout)
     assert re.search(r"audio 1\.40 s, RTF [\d.]+ \(synthesis seconds / audio seconds\)", result.stdout)
     check_golden_npz(tmp_path / "out.npz", path)
@@ -72,6 +74,55 @@ def test_synth_wav_with_seed_and_overrides(exported, small_inputs, tmp_path):
     expected = S3GenRuntime(exported("standard")).synthesize([12, 345, 6000, 7], voice, seed=5, solver="dpmpp2m",
                                                               steps=2, cfg_rate=0.0)
     assert np.abs(wav - expected.wav).max() <= 1.0 / 32767   # 16-bit PCM rounding only
+
+
+def test_synth_threads_reach_every_session(exported, small_inputs, tmp_path, monkeypatch):
+    import s3gen_runtime.pipeline as pipeline
+
+    opened = []
+
+    def spy(*args, **options):
+        runner = open_runner(*args, **options)
+        opened.append(runner)
+        return runner
+
+    monkeypatch.setattr(pipeline, "open_runner", spy)
+    tokens, voice_file, _ = small_inputs
+    result = synth("--artifacts", exported("meanflow"), "--backend", "onnxruntime", "--threads", 1, "--tokens", tokens,
+                   "--voice", voice_file, "--seed", 2, "--out", tmp_path / "o.wav")
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime [CPUExecutionProvider], 1 intra-op threads)" in result.stdout
+    assert len(opened) == 3
+    assert all(r._session.get_session_options().intra_op_num_threads == 1 for r in opened)
+
+
+def test_synth_backend_without_its_libraries_is_one_line(exported, small_inputs, tmp_path):
+    import onnxruntime
+
+    tokens, voice_file, _ = small_inputs
+    common = ["--tokens", tokens, "--voice", voice_file, "--seed", 2, "--out", tmp_path / "o.wav"]
+    result = synth("--artifacts", exported("meanflow"), "--backend", "onnxruntime-cuda", *common)
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert result.exit_code == 0, result.output
+        assert "onnxruntime-cuda [CUDAExecutionProvider" in result.stdout
+    else:
+        assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+        assert "the onnxruntime-cuda backend needs ONNX Runtime with CUDA" in result.stderr
+    # These artifacts have no engines, so TensorRT refuses them with or without the library.
+    result = synth("--artifacts", exported("meanflow"), "--backend", "tensorrt", *common)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("option,value,message", [
+    ("--backend", "openvino", "'openvino' is not one of 'onnxruntime', 'onnxruntime-cuda', 'tensorrt'"),
+    ("--threads", "0", "0 is not in the range x>=1"),
+])
+def test_synth_bad_backend_options_exit_2(exported, small_inputs, tmp_path, option, value, message):
+    tokens, voice_file, _ = small_inputs
+    result = synth("--artifacts", exported("meanflow"), option, value, "--tokens", tokens, "--voice", voice_file,
+                   "--out", tmp_path / "o.wav")
+    assert result.exit_code == 2 and message in result.stderr, result.output
 
 
 @pytest.mark.parametrize("text,message", [
@@ -105,7 +156,15 @@ def test_usage_errors_exit_1(exported, synthetic_checkpoint, small_inputs, tmp_p
           "--out", tmp_path / "o.wav"], "voice file not found"),
         (["--checkpoint", tmp_path / "c.safetensors", "--solver", "heun", *common],
          "--checkpoint runs upstream's solver only"),
-        (["--checkpoint", tmp_path / "c.safetensors", "--cfg-rate", "-1", *common], "cfg_rate must be finite and >= 0"),
+        (["--checkpoint", tmp_path / "c.safetensors", "--threads", "2", *common],
+         "--backend and --threads choose how --artifacts run"),
+        # The reference resolves its setting with the runtime's resolve_settings: the same checks.
+        (["--checkpoint", synthetic_checkpoint("meanflow"), "--cfg-rate", "-1", *common],
+         "cfg_rate must be finite and >= 0"),
+        (["--checkpoint", synthetic_checkpoint("meanflow"), "--cfg-rate", "0.7", *common],
+         "have no guided estimator: cfg_rate must be 0"),
+        (["--checkpoint", synthetic_checkpoint("meanflow"), "--solver", "euler", *common],
+         "run only the 'meanflow' solver"),
     ]
     for args, message in cases:
         result = synth(*args)

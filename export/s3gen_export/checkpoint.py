@@ -28,8 +28,6 @@ import torch
 
 from s3gen_runtime.manifest import sha256_file
 
-from .synthetic import synthetic_state_dict
-
 __all__ = [
     "CheckpointError",
     "IGNORED_PREFIXES",
@@ -44,7 +42,6 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "file_sha256",
-    "write_synthetic_checkpoint",
 ]
 
 log = logging.getLogger("s3gen_export.checkpoint")
@@ -408,14 +405,3 @@ def save_checkpoint(
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes (the same helper the runtime verifies artifacts with)."""
     return sha256_file(path, chunk_size)
-
-
-def write_synthetic_checkpoint(
-    path: str | os.PathLike,
-    expected: Mapping[str, tuple[tuple[int, ...], str]],
-    weight_norm: str = "parametrizations",
-) -> Path:
-    """Write the deterministic synthetic checkpoint for `expected` (name -> (shape, dtype))."""
-    arrays = synthetic_state_dict(expected)
-    tensors = {name: torch.from_numpy(a) for name, a in arrays.items()}
-    return save_checkpoint(tensors, path, weight_norm=weight_norm)

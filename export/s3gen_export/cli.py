@@ -11,8 +11,12 @@ from pathlib import Path
 
 import click
 
+from s3gen_runtime.backends import known_backends
 from s3gen_runtime.constants import SAMPLE_RATE
 from s3gen_runtime.errors import S3GenError
+
+# The packages of the [export] extra: a runtime-only install lacks them.
+EXPORT_PACKAGES = ("torch", "onnx", "onnxscript")
 
 
 def _fail(message: str) -> None:
@@ -20,7 +24,51 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group()
+class OneLineBadParameter(click.BadParameter):
+    """A bad option value, shown as one 'error:' line (exit code 2) instead of click's usage block."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=True)
+
+
+class BucketSizes(click.ParamType):
+    """'256,512,1024' -> a checked bucket table (sizes in mel frames)."""
+
+    name = "sizes"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        from s3gen_runtime.buckets import make_buckets
+
+        sizes = []
+        for item in str(value).split(","):
+            try:
+                sizes.append(int(item.strip()))
+            except ValueError:
+                raise OneLineBadParameter(f"{item.strip()!r} in {value!r} is not a whole number of mel frames",
+                                          ctx, param) from None
+        try:
+            make_buckets(sizes)
+        except S3GenError as e:
+            raise OneLineBadParameter(f"{value!r}: {e}", ctx, param) from None
+        return tuple(sizes)
+
+
+class Group(click.Group):
+    """Turns a missing export dependency into one line naming the extra to install."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in EXPORT_PACKAGES:
+                raise
+            _fail(f"`{ctx.info_name} {ctx.invoked_subcommand}` needs the export dependencies ({e.name} is not "
+                  "installed): install s3gen-aot[export], e.g. pip install 's3gen-aot[export]'")
+
+
+@click.group(cls=Group)
 @click.version_option(package_name="s3gen-aot")
 def main() -> None:
     """Export Chatterbox S3Gen to ONNX / TensorRT and synthesise speech with the torch-free runtime."""
@@ -34,7 +82,7 @@ def main() -> None:
 def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
     """Write the deterministic synthetic checkpoint (real architecture and sizes) to OUT."""
     from .model.s3gen import expected_state_dict
-    from .checkpoint import write_synthetic_checkpoint
+    from .synthetic import write_synthetic_checkpoint
 
     variant = "meanflow" if meanflow else "standard"
     layout = {k: (shape, "float32") for k, shape in expected_state_dict(variant).items()}
@@ -47,16 +95,18 @@ def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Artifact folder.")
 @click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
 @click.option("--int8", is_flag=True, help="Also write int8 (dynamic, selective) encoder and estimator graphs.")
-@click.option("--buckets", default=None, help="Comma-separated mel-frame buckets, e.g. 256,512,1024,2048,4096.")
-def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: str | None) -> None:
+@click.option("--buckets", type=BucketSizes(), default=None,
+              help="Comma-separated mel-frame buckets, e.g. 256,512,1024,2048,4096.")
+def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: tuple | None) -> None:
     """Export CHECKPOINT's graphs to ONNX, validate them against PyTorch, write the manifest."""
     from s3gen_runtime.buckets import DEFAULT_BUCKETS
     from .checkpoint import CheckpointError
-    from .exporter import ExportError, export_checkpoint
+    from .exporter import export_checkpoint
+    from .graphs import ExportError
 
-    sizes = DEFAULT_BUCKETS if buckets is None else tuple(int(s) for s in buckets.split(","))
     try:
-        export_checkpoint(checkpoint, out, force=force, int8=int8, buckets=sizes, progress=click.echo)
+        export_checkpoint(checkpoint, out, force=force, int8=int8, buckets=buckets or DEFAULT_BUCKETS,
+                          progress=click.echo)
     except (ExportError, CheckpointError, S3GenError, ValueError) as e:
         _fail(str(e))
 
@@ -87,13 +137,22 @@ def _print_timings(timings: dict, nfe: int, audio_seconds: float) -> None:
                "(synthesis seconds / audio seconds)")
 
 
-def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision):
+def _backend_used(runtime) -> str:
+    """The backend name, and for ONNX Runtime the execution providers its sessions really run on."""
+    providers = getattr(runtime.runners["vocoder"], "providers", None)
+    return runtime.backend + (f" [{', '.join(providers)}]" if providers else "")
+
+
+def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision, backend, threads):
     """The torch-free runtime: the manifest's defaults (or tuning) under the caller's overrides."""
     from s3gen_runtime.pipeline import S3GenRuntime
 
+    options = {} if threads is None else {"intra_op_threads": threads}
     start = time.perf_counter()
-    runtime = S3GenRuntime(folder, precision=precision)
-    click.echo(f"loaded {folder} ({runtime.variant}, {precision}, onnxruntime) in {time.perf_counter() - start:.2f} s")
+    runtime = S3GenRuntime(folder, backend=backend or "onnxruntime", precision=precision, **options)
+    threads_note = "" if threads is None else f", {threads} intra-op threads"
+    click.echo(f"loaded {folder} ({runtime.variant}, {precision}, {_backend_used(runtime)}{threads_note}) "
+               f"in {time.perf_counter() - start:.2f} s")
     settings = runtime.resolve(solver, steps, cfg_rate)
     click.echo(f"solver {settings.solver}, {settings.steps} steps, cfg_rate {settings.cfg_rate:g}")
     result = runtime.synthesize(tokens, voice, seed=seed, noise=noise, solver=settings.solver, steps=settings.steps,
@@ -101,47 +160,45 @@ def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cf
     return result.mel, result.wav, result.timings, result.nfe, result.seed
 
 
-def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision):
+def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision, backend,
+                      threads):
     """The eager torch reference: upstream's own algorithm only (Euler with CFG, or meanflow)."""
-    from s3gen_runtime.buckets import Bucket
-    from s3gen_runtime.constants import DEFAULT_CFG_RATE, DEFAULT_STEPS, MAX_MEL_FRAMES
-    from s3gen_runtime.errors import InputError
-    from s3gen_runtime.pipeline import Request, check_cfg_rate, validate_request
-    from s3gen_runtime.solvers import nfe
+    from types import SimpleNamespace
 
-    # Everything that does not depend on the variant is checked before the (slow) model load.
+    from s3gen_runtime.buckets import Bucket
+    from s3gen_runtime.constants import MAX_MEL_FRAMES
+    from s3gen_runtime.errors import InputError
+    from s3gen_runtime.pipeline import Request, resolve_settings, validate_request
+
+    # What does not depend on the variant is checked before the (slow) model load.
+    if backend is not None or threads is not None:
+        raise InputError("--backend and --threads choose how --artifacts run; the eager reference runs in torch")
     if precision != "fp32":
         raise InputError(f"--precision {precision} needs --artifacts: the eager reference runs in fp32")
     if solver not in (None, "euler", "meanflow"):
         raise InputError(f"--checkpoint runs upstream's solver only (euler, or meanflow for Turbo checkpoints), "
                          f"got {solver!r}; use --artifacts for other solvers")
-    if steps is not None:
-        nfe("euler", steps)
-    if cfg_rate is not None:
-        cfg_rate = check_cfg_rate(cfg_rate)
     # Same checks and seeded noise as the runtime; the only length limit is the positional table.
     row = validate_request(Request(tokens, voice, seed, noise), (Bucket("positional table", MAX_MEL_FRAMES),))
 
     from .model.s3gen import load_s3gen
-    from .reference import Noise, synthesize
+    from .reference import Noise, synthesize, upstream_defaults
 
     start = time.perf_counter()
     model = load_s3gen(checkpoint)
     click.echo(f"loaded {checkpoint} ({model.variant}, eager torch reference) in {time.perf_counter() - start:.2f} s")
-    upstream = "meanflow" if model.variant == "meanflow" else "euler"
-    if solver not in (None, upstream):
-        raise InputError(f"this {model.variant} checkpoint runs solver {upstream!r} in the reference, got {solver!r}")
-    steps = DEFAULT_STEPS[model.variant] if steps is None else steps
-    if cfg_rate is None:
-        cfg_rate = 0.0 if model.variant == "meanflow" else DEFAULT_CFG_RATE
-    if model.variant == "meanflow" and cfg_rate > 0:
-        raise InputError(f"the meanflow model has no guidance: cfg_rate must be 0, got {cfg_rate}")
-    click.echo(f"solver {upstream}, {steps} steps, cfg_rate {cfg_rate:g}")
+    # The overrides are resolved exactly as for artifacts of this checkpoint (upstream's defaults, no
+    # tuning); resolve_settings reads only these three fields of a manifest.
+    exported_as = SimpleNamespace(defaults=upstream_defaults(model.variant), tuning=None,
+                                  checkpoint=SimpleNamespace(variant=model.variant))
+    # With the solver limited to euler/meanflow above, this leaves exactly upstream's solver for the variant.
+    settings = resolve_settings(exported_as, solver, steps, cfg_rate)
+    click.echo(f"solver {settings.solver}, {settings.steps} steps, cfg_rate {settings.cfg_rate:g}")
     start = time.perf_counter()
     out = synthesize(model, row.tokens, voice.prompt_token, voice.prompt_feat, voice.embedding, Noise(**row.noise),
-                     n_timesteps=steps, cfg_rate=cfg_rate)
+                     n_timesteps=settings.steps, cfg_rate=settings.cfg_rate)
     timings = {"total": time.perf_counter() - start}
-    return out["mel"][0], out["wav"][0], timings, nfe(upstream, steps), row.seed
+    return out["mel"][0], out["wav"][0], timings, settings.nfe, row.seed
 
 
 @main.command("synth")
@@ -159,9 +216,13 @@ def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, step
 @click.option("--solver", default=None, help="euler, heun, midpoint, dpmpp2m or meanflow (default: the manifest's).")
 @click.option("--cfg-rate", type=float, default=None, help="Classifier-free guidance rate; 0 skips guidance.")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(known_backends()), default=None,
+              help="Runtime backend for --artifacts (default: onnxruntime).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads per graph for the ONNX Runtime backends (default: all cores).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .wav or .npz.")
 def synth_cmd(artifacts, checkpoint, tokens_file, voice_file, noise_file, steps, seed, solver, cfg_rate, precision,
-              out) -> None:
+              backend, threads, out) -> None:
     """Synthesise speech tokens in a voice to OUT (.wav at 24 kHz, or .npz with mel and wav)."""
     from s3gen_runtime.io import load_noise, load_tokens, save_output
     from s3gen_runtime.voice import load_voice
@@ -175,7 +236,7 @@ def synth_cmd(artifacts, checkpoint, tokens_file, voice_file, noise_file, steps,
             click.echo("note: --noise given, --seed is ignored")
         run = _synth_artifacts if artifacts is not None else _synth_checkpoint
         mel, wav, timings, nfe, used_seed = run(artifacts or checkpoint, tokens, voice, noise, seed, solver, steps,
-                                                cfg_rate, precision)
+                                                cfg_rate, precision, backend, threads)
         click.echo(f"noise: {'from ' + str(noise_file) if used_seed is None else f'seed {used_seed}'}")
         _print_timings(timings, nfe, wav.shape[-1] / SAMPLE_RATE)
         click.echo(f"wrote {save_output(out, mel, wav)}")

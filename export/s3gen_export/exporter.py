@@ -10,33 +10,18 @@ from typing import Callable
 
 from s3gen_runtime import __version__ as runtime_version
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
-from s3gen_runtime.constants import DEFAULT_CFG_RATE, DEFAULT_STEPS
-from s3gen_runtime.manifest import Audio, Manifest, sha256_file, write_manifest, MANIFEST_NAME
+from s3gen_runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Audio, Manifest, sha256_file, write_manifest
 
 from .checkpoint import file_sha256
-from .components import ComponentSpec, specs_for_variant
+from .components import specs_for_variant
+from .graphs import ExportedGraph, ExportError
 from .model.s3gen import S3Gen, load_s3gen
 from .onnx_export import export_component
+from .reference import upstream_defaults
 from .transforms import prepare_for_export
-from .validate import ValidationReport, validate_component
+from .validate import validate_component
 
 Progress = Callable[[str], None]
-
-
-class ExportError(RuntimeError):
-    """The export could not be done or did not validate; the message says why."""
-
-
-@dataclass
-class ExportedGraph:
-    spec: ComponentSpec
-    path: Path
-    precision: str = "fp32"
-    report: ValidationReport | None = None
-    name: str = ""
-
-    def __post_init__(self):
-        self.name = self.name or self.spec.name
 
 
 @dataclass
@@ -68,7 +53,7 @@ def export_graphs(model: S3Gen, out: Path, checkpoint_sha: str, progress: Progre
         progress(f"[{i + 1}/{len(specs)}] exporting {spec.name} ({spec.description})")
         path = export_component(model, spec, Path(out) / f"{spec.name}.onnx",
                                 metadata={"variant": model.variant, "checkpoint_sha256": checkpoint_sha,
-                                          "schema_version": "1", "precision": "fp32"})
+                                          "schema_version": str(SCHEMA_VERSION), "precision": "fp32"})
         progress(f"      {path.name}: {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
         graphs.append(ExportedGraph(spec, path))
     return graphs
@@ -100,15 +85,13 @@ def component_record(out: Path, g: ExportedGraph) -> dict:
 
 def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, graphs: list[ExportedGraph],
                    buckets=DEFAULT_BUCKETS) -> Manifest:
-    solver = "meanflow" if variant == "meanflow" else "euler"
     data = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "tool": {"name": "s3gen-aot", "version": runtime_version},
         "versions": library_versions(),
         "checkpoint": {"file": Path(checkpoint).name, "sha256": checkpoint_sha, "variant": variant},
         "audio": Audio.current().to_dict(),
-        "defaults": {"solver": solver, "steps": DEFAULT_STEPS[variant],
-                     "cfg_rate": 0.0 if variant == "meanflow" else DEFAULT_CFG_RATE},
+        "defaults": upstream_defaults(variant).to_dict(),
         "buckets": [{"name": b.name, "mel_frames": b.mel_frames} for b in make_buckets(buckets)],
         "components": {g.name: component_record(Path(out), g) for g in graphs},
         "engines": [],

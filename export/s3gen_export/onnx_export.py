@@ -12,12 +12,13 @@ import onnx
 import torch
 from torch.export import Dim
 
+from s3gen_runtime.backends.base import METADATA_PREFIX
+
 from .components.base import ComponentSpec
 from .fused_attention import TRANSLATION_TABLE, use_fused_attention
 
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                         "Multinomial", "Bernoulli"})
-METADATA_PREFIX = "s3gen."
 
 
 def dynamic_shapes(spec: ComponentSpec) -> dict[str, dict[int, object]]:

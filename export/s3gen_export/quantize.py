@@ -9,7 +9,6 @@ ISTFT path are never quantized (only MatMul with constant weights is).
 """
 from __future__ import annotations
 
-import ast
 import re
 import time
 from pathlib import Path
@@ -17,8 +16,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from s3gen_runtime.backends.base import INT8_SUFFIX, METADATA_PREFIX
+
 from .components.base import Tolerance
+from .graphs import ExportedGraph, ExportError
 from .onnx_export import set_metadata
+from .onnx_scopes import NAME_SCOPES_KEY, has_name_scopes, module_path
 from .validate import CaseResult, ValidationReport, compare, onnx_session
 
 QUANTIZABLE = ("encoder", "estimator", "estimator_cfg")
@@ -26,22 +29,21 @@ KEEP_FP32 = (r"time_mlp", r"time_embed_mixer", r"\.mlp\.\d", r"attn1\.to_out", r
              r"encoder_proj", r"spk_embed_affine_layer")
 # Velocity / mu SNR floors against fp32 for one call; measured on the synthetic checkpoint at 32-37 dB.
 INT8_MIN_SNR_DB = {"velocity": 25.0, "mu": 25.0, "spks": 35.0, "mask": 60.0, "cond": 60.0}
-INT8_SUFFIX = "_int8"
-
-
-def module_scope(node: onnx.NodeProto) -> str:
-    """The torch module path a node came from (recorded by torch's exporter), or ''."""
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            scopes = ast.literal_eval(prop.value)
-            return scopes[-2] if len(scopes) > 1 else ""
-    return ""
 
 
 def nodes_to_keep(proto: onnx.ModelProto, patterns=KEEP_FP32) -> list[str]:
+    """Names of the weight MatMul/Gemm nodes whose torch module matches `patterns` (kept fp32).
+
+    The module comes from the exporter's name-scope metadata. A graph without it on any of these
+    nodes (saved by another exporter, or stripped by a tool) would silently quantize every layer,
+    the sensitive ones included, so it is refused instead."""
+    matmuls = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm")]
+    if matmuls and not any(has_name_scopes(n) for n in matmuls):
+        raise ExportError(f"none of the graph's {len(matmuls)} MatMul/Gemm nodes carries the exporter's "
+                          f"name-scope metadata ({NAME_SCOPES_KEY}), so the layers to keep in fp32 cannot be "
+                          "found; quantize a graph written by `s3gen-aot export`")
     regex = re.compile("|".join(patterns))
-    return [n.name for n in proto.graph.node
-            if n.op_type in ("MatMul", "Gemm") and regex.search(module_scope(n))]
+    return [n.name for n in matmuls if regex.search(module_path(n) or "")]
 
 
 def quantize_graph(src: Path, dst: Path, component: str, patterns=KEEP_FP32) -> tuple[int, int]:
@@ -53,8 +55,8 @@ def quantize_graph(src: Path, dst: Path, component: str, patterns=KEEP_FP32) -> 
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
                      nodes_to_exclude=keep, extra_options={"MatMulConstBOnly": True})
     out = onnx.load(str(dst))
-    values = {p.key[len("s3gen."):]: p.value for p in proto.metadata_props if p.key.startswith("s3gen.")}
-    set_metadata(out, {**values, "component": component, "precision": "int8"})
+    ours = {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    set_metadata(out, {**ours, "component": component, "precision": "int8"})
     onnx.save_model(out, str(dst))
     quantized = sum(1 for n in out.graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul"))
     return quantized, len(keep)
@@ -82,8 +84,6 @@ def validate_int8(spec, fp32_path: Path, int8_path: Path, seed: int = 4321, prog
 
 def quantize_graphs(model, graphs, out: Path, progress=print):
     """int8 copies of the quantizable fp32 graphs, each validated against its fp32 original."""
-    from .exporter import ExportedGraph
-
     made = []
     for g in [g for g in graphs if g.precision == "fp32" and g.spec.name in QUANTIZABLE]:
         start = time.perf_counter()

@@ -7,7 +7,8 @@ the same weights can be rebuilt anywhere, bit for bit; the golden reference
 outputs in the shared folder were produced by upstream S3Gen loaded with exactly
 these weights.
 
-numpy only: the runtime side may use it too.
+numpy only at import: the runtime side may use it too. Writing a checkpoint file
+(`write_synthetic_checkpoint`) needs torch and imports it when called.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import os
 import zlib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ __all__ = [
     "synthetic_tensor",
     "synthetic_state_dict",
     "layout_from_json",
+    "write_synthetic_checkpoint",
 ]
 
 # Only these parts of an upstream checkpoint exist in the model.
@@ -135,3 +138,19 @@ def layout_from_json(
         name: (tuple(int(s) for s in entry["shape"]), str(entry["dtype"]))
         for name, entry in data[variant].items()
     }
+
+
+def write_synthetic_checkpoint(
+    path: str | os.PathLike,
+    expected: Mapping[str, tuple[tuple[int, ...], str]],
+    weight_norm: str = "parametrizations",
+) -> Path:
+    """Write the deterministic synthetic checkpoint for `expected` (name -> (shape, dtype)).
+
+    `weight_norm` picks the stored form of weight-normed convs (see checkpoint.WEIGHT_NORM_FORMS)."""
+    import torch   # here, not at the top: the synthetic weights themselves are numpy only
+
+    from .checkpoint import save_checkpoint
+
+    arrays = synthetic_state_dict(expected)
+    return save_checkpoint({name: torch.from_numpy(a) for name, a in arrays.items()}, path, weight_norm=weight_norm)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .components.base import Case, ComponentSpec, Tolerance
+from .metrics import snr_db
 
 
 @dataclass
@@ -53,20 +54,6 @@ class ValidationReport:
                           for c in self.cases],
                 "tolerance": {k: {"atol": v.atol, "rtol": v.rtol, "min_snr_db": v.min_snr_db}
                               for k, v in self.tolerances.items()}}
-
-
-MAX_SNR_DB = 200.0   # identical outputs: a finite cap keeps the manifest valid JSON
-
-
-def snr_db(got: np.ndarray, ref: np.ndarray) -> float:
-    """10 log10(|ref|^2 / |got - ref|^2), capped at MAX_SNR_DB."""
-    noise = float(np.sum((got.astype(np.float64) - ref.astype(np.float64)) ** 2))
-    signal = float(np.sum(ref.astype(np.float64) ** 2))
-    if noise == 0.0:
-        return MAX_SNR_DB
-    if signal == 0.0:
-        return -MAX_SNR_DB
-    return float(min(MAX_SNR_DB, 10.0 * np.log10(signal / noise)))
 
 
 def compare(name: str, got: np.ndarray, ref: np.ndarray, tol: Tolerance, result: CaseResult) -> None:

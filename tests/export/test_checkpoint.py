@@ -24,9 +24,8 @@ from s3gen_export.checkpoint import (
     save_checkpoint,
     split_ignored,
     to_parametrized_weight_norm,
-    write_synthetic_checkpoint,
 )
-from s3gen_export.synthetic import layout_from_json, synthetic_state_dict
+from s3gen_export.synthetic import layout_from_json, synthetic_state_dict, write_synthetic_checkpoint
 
 LAYOUT = Path(os.environ.get("S3GEN_GOLDEN_DIR", "/nonexistent")) / "s3gen_state_dict.json"
 

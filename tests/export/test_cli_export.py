@@ -1,6 +1,7 @@
 """The export-side CLI commands are thin wrappers: check their exit codes and messages."""
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from s3gen_export.cli import main
@@ -26,10 +27,22 @@ def test_export_refuses_non_empty_folder(synthetic_checkpoint, tmp_path):
     assert result.exit_code == 1 and "--force" in result.output
 
 
-def test_export_refuses_bad_bucket_table(synthetic_checkpoint, tmp_path):
-    result = CliRunner().invoke(main, ["export", str(synthetic_checkpoint("standard")), "--out",
-                                       str(tmp_path / "o"), "--buckets", "512,256,9000"])
-    assert result.exit_code == 1 and "error:" in result.output
+@pytest.mark.parametrize("buckets,message", [
+    ("256,abc", "'abc' in '256,abc' is not a whole number of mel frames"),
+    ("256,", "'' in '256,' is not a whole number of mel frames"),
+    ("512,256,9000", "bucket size is 9000 mel frames, over the encoder's positional table of 5000"),
+    ("256,256", "bucket sizes must be unique"),
+])
+def test_export_bad_buckets_is_a_one_line_usage_error(tmp_path, buckets, message):
+    # Checked while parsing options: no checkpoint is read and nothing is written.
+    (tmp_path / "ckpt.safetensors").write_bytes(b"never read")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "ckpt.safetensors"), "--out", str(tmp_path / "o"),
+                                       "--buckets", buckets])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--buckets': "), result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_synth_checkpoint_writes_a_loadable_file(tmp_path):

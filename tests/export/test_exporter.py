@@ -10,7 +10,8 @@ import pytest
 
 from s3gen_export.components import specs_for_variant
 from s3gen_export.components.base import Case
-from s3gen_export.exporter import ExportError, check_output_folder, export_checkpoint
+from s3gen_export.exporter import check_output_folder, export_checkpoint
+from s3gen_export.graphs import ExportedGraph, ExportError
 from s3gen_export.onnx_export import random_ops, read_metadata
 from s3gen_runtime.audio import apply_trim_fade
 from s3gen_runtime.manifest import load_manifest, sha256_file
@@ -155,7 +156,7 @@ def test_tolerance_miss_fails_export_without_manifest(exported, synthetic_checkp
         for g in graphs:
             g.report = ValidationReport(g.spec.name, [CaseResult("forced", problems=["forced miss"])], {})
     monkeypatch.setattr(exporter, "export_graphs", lambda model, out, sha, progress: [
-        exporter.ExportedGraph(s, exported("standard") / f"{s.name}.onnx") for s in specs_for_variant("standard")])
+        ExportedGraph(s, exported("standard") / f"{s.name}.onnx") for s in specs_for_variant("standard")])
     monkeypatch.setattr(exporter, "validate_graphs", failing)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="validation failed"):

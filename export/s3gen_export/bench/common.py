@@ -19,9 +19,10 @@ import numpy as np
 from s3gen_runtime.constants import MEL_BINS, SPEAKER_EMBED_DIM, SPEECH_VOCAB_SIZE, TOKEN_MEL_RATIO, TOKEN_RATE
 from s3gen_runtime.voice import Voice
 
+from ..metrics import MAX_SNR_DB
+
 Progress = Callable[[str], None]
 
-MAX_SNR_DB = 200.0   # identical outputs: the same finite cap the export validation uses
 
 
 # ---------------------------------------------------------------- requests
@@ -45,18 +46,6 @@ def tokens_for_seconds(seconds: float) -> int:
 
 
 # ---------------------------------------------------------------- errors
-
-def snr_db(got, ref) -> float:
-    """10 log10(|ref|^2 / |got - ref|^2) in float64, capped at +-MAX_SNR_DB (identical -> 200)."""
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    noise = float(np.sum((got - ref) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return MAX_SNR_DB
-    if signal == 0.0:
-        return -MAX_SNR_DB
-    return float(np.clip(10.0 * math.log10(signal / noise), -MAX_SNR_DB, MAX_SNR_DB))
-
 
 def rel_rms(got, ref) -> float:
     """|got - ref| / |ref| (Frobenius), float64."""

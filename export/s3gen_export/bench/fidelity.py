@@ -24,7 +24,8 @@ import numpy as np
 
 from s3gen_runtime.constants import TOKEN_MEL_RATIO
 
-from .common import Progress, load_average, median, snr_db, synthetic_tokens, synthetic_voice, tokens_for_seconds
+from ..metrics import snr_db
+from .common import Progress, load_average, median, synthetic_tokens, synthetic_voice, tokens_for_seconds
 from .config import BenchConfig
 from .solvers import STANDARD_SOLVERS, candidates, errors_against, prepare_cases, solve_mel, subproblem
 

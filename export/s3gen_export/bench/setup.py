@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from s3gen_runtime.backends.base import INT8_SUFFIX
 from s3gen_runtime.errors import S3GenError
 from s3gen_runtime.manifest import load_manifest
 
@@ -19,7 +20,7 @@ def ensure_checkpoint(path: Path, progress: Progress = print, variant: str = "st
     if path.is_file():
         progress(f"checkpoint {path} present, reusing it")
         return path
-    from ..checkpoint import write_synthetic_checkpoint
+    from ..synthetic import write_synthetic_checkpoint
     from ..model.s3gen import expected_state_dict
 
     progress(f"writing the synthetic {variant} checkpoint to {path}")
@@ -29,7 +30,7 @@ def ensure_checkpoint(path: Path, progress: Progress = print, variant: str = "st
 
 
 def has_int8(manifest) -> bool:
-    return any(name.endswith("_int8") for name in manifest.components)
+    return any(name.endswith(INT8_SUFFIX) for name in manifest.components)
 
 
 def export_is_current(folder: Path, checkpoint_sha: str, int8: bool) -> bool:

@@ -18,7 +18,8 @@ import numpy as np
 
 from s3gen_runtime.constants import TOKEN_MEL_RATIO
 
-from .common import Progress, load_average, max_abs, median, snr_db, tokens_for_seconds
+from ..metrics import snr_db
+from .common import Progress, load_average, max_abs, median, tokens_for_seconds
 from .config import BenchConfig
 from .procs import WorkerError, WorkerProcess
 from .worker import UPSTREAM

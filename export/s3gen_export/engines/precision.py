@@ -7,12 +7,11 @@ strongly typed builds rewrite the graph instead (see `mixed_precision`).
 """
 from __future__ import annotations
 
-import ast
 import re
 from collections import defaultdict
 from typing import Iterable
 
-NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+from ..onnx_scopes import NAME_SCOPES_KEY, module_path   # noqa: F401 (key re-exported by engines); shared with quantize
 
 
 # Ops whose fp16 error (or overflow) breaks flow models: normalisations and softmax.
@@ -33,24 +32,6 @@ SOURCE_SINK_MODULES = ("source_downs",)
 POST_MODULE = "conv_post"
 
 _FLOAT_TYPES = (1, 10, 16, 11)   # TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
-
-
-def module_path(node) -> str | None:
-    """The torch module path the exporter recorded for a node ('decoder.time_mlp.linear_1'), or None.
-
-    torch's ONNX exporter stores a Python-literal list of scopes under metadata_props key
-    `pkg.torch.onnx.name_scopes`; the last entry is the op itself, the one before it its module.
-    """
-    for prop in node.metadata_props:
-        if prop.key == NAME_SCOPES_KEY:
-            try:
-                scopes = ast.literal_eval(prop.value)
-            except (ValueError, SyntaxError):
-                return None
-            if isinstance(scopes, (list, tuple)) and len(scopes) >= 2 and isinstance(scopes[-2], str):
-                return scopes[-2]
-            return None
-    return None
 
 
 def _in_modules(path: str | None, modules: Iterable[str]) -> bool:

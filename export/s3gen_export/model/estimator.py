@@ -79,7 +79,7 @@ class Attention(nn.Module):
         self.fused = False
 
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-        """x: (B, T, C); key_bias: (B, 1, 1, T), 0 on valid keys and a large negative value on padding."""
+        """x: (B, T, C); key_bias: (B, 1, 1, T), 0 on valid keys and MASKED_KEY_BIAS on padding."""
         b = x.size(0)
         if self.fused:
             from ..fused_attention import key_masked_attention
@@ -131,9 +131,17 @@ def _transformer_stack(cfg: EstimatorConfig) -> nn.ModuleList:
                           for _ in range(cfg.n_blocks)])
 
 
+# Bias on padded keys: the most negative finite fp16 value, so it survives an fp16/bf16 engine
+# (upstream's -1e10 becomes -inf there, and (1 - mask) * -inf is NaN on valid keys). exp() of it
+# underflows to 0 in every float type, so padded keys still get zero attention weight.
+MASKED_KEY_BIAS = float(torch.finfo(torch.float16).min)
+
+
 def key_bias_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T) float mask -> (B, 1, 1, T) additive attention bias, as upstream's mask_to_bias."""
-    return ((1.0 - (mask > 0).to(mask.dtype)) * -1.0e10).unsqueeze(1)
+    """(B, 1, T) float mask -> (B, 1, 1, T) additive attention bias: 0 on valid keys, MASKED_KEY_BIAS on
+    padding. A select rather than upstream's (1 - mask) * -1e10: no multiply by a huge constant."""
+    bias = torch.where(mask > 0, 0.0, MASKED_KEY_BIAS).to(mask.dtype)
+    return bias.unsqueeze(1)
 
 
 class ConditionalDecoder(nn.Module):

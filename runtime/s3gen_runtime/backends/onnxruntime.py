@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ArtifactError, InputError
 from ..manifest import Component, Manifest
-from .base import Runner, check_graph_io, check_metadata, expected_metadata, onnx_component
+from .base import METADATA_PREFIX, Runner, check_graph_io, check_metadata, expected_metadata, onnx_component
 
 # ORT's type strings -> numpy dtype names used by the manifest.
 _ORT_DTYPES = {
@@ -81,9 +81,9 @@ class OnnxRuntimeRunner(Runner):
         except Exception as e:   # ORT raises its own exception types for unreadable models
             raise ArtifactError(f"{self.name}: ONNX Runtime cannot load {path}: {e}") from e
         if expected_metadata is None:
-            expected_metadata = {"s3gen.spec_hash": (component.spec_hash,)}
+            expected_metadata = {METADATA_PREFIX + "spec_hash": (component.spec_hash,)}
             if name is not None:
-                expected_metadata["s3gen.component"] = (name,)
+                expected_metadata[METADATA_PREFIX + "component"] = (name,)
         where = f"{self.name} ({path.name})"
         check_metadata(where, dict(self._session.get_modelmeta().custom_metadata_map), expected_metadata)
         check_graph_io(where, component, _graph_io(self._session.get_inputs()), _graph_io(self._session.get_outputs()))
