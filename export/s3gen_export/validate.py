@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .components.base import Case, ComponentSpec, Tolerance
-from .metrics import snr_db
+from s3gen_runtime.metrics import snr_db
 
 
 @dataclass

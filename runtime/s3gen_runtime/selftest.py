@@ -15,22 +15,10 @@ import numpy as np
 
 from .cpu import cpu_info, describe
 from .errors import ArtifactError
+from .metrics import snr_db
 
 INPUT_PREFIX = "in."
 REFERENCE_PREFIX = "ref."
-
-
-def snr_db(got: np.ndarray, ref: np.ndarray) -> float:
-    """10 log10(|ref|^2 / |got - ref|^2); inf when equal, -inf when the output is not finite."""
-    got = np.asarray(got, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if got.shape != ref.shape or not np.all(np.isfinite(got)):
-        return -math.inf
-    noise = float(np.sum((got - ref) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return math.inf
-    return 10.0 * math.log10(max(signal, 1e-30) / noise)
 
 
 def write_probe(path, inputs: dict, references: dict) -> Path:
@@ -56,7 +44,15 @@ def read_probe(path) -> tuple[dict, dict]:
 def probe_snrs(run, inputs: dict, refs: dict) -> dict[str, float]:
     """SNR of each output of `run(feeds, output_names) -> {name: array}` against the references."""
     got = run(inputs, list(refs))
-    return {name: snr_db(got[name], ref) for name, ref in refs.items()}
+    return {name: _probe_snr(got[name], ref) for name, ref in refs.items()}
+
+
+def _probe_snr(got, ref) -> float:
+    """A wrong shape or a NaN is a failed self-test, not an error of its own."""
+    got = np.asarray(got)
+    if got.shape != np.shape(ref) or not np.all(np.isfinite(got)):
+        return -math.inf
+    return snr_db(got, ref)
 
 
 def check_snrs(component: str, snrs: dict[str, float], floor_db: float, validated_on: dict | None,
@@ -76,4 +72,4 @@ def check_snrs(component: str, snrs: dict[str, float], floor_db: float, validate
                         f"(validated on {origin}; this CPU: {describe(here)}).{hint or ' Use precision fp32.'}")
 
 
-__all__ = ["check_snrs", "probe_snrs", "read_probe", "snr_db", "write_probe"]
+__all__ = ["check_snrs", "probe_snrs", "read_probe", "write_probe"]

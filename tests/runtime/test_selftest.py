@@ -5,18 +5,17 @@ import numpy as np
 import pytest
 
 from s3gen_runtime.errors import ArtifactError
-from s3gen_runtime.selftest import check_snrs, probe_snrs, read_probe, snr_db, write_probe
+from s3gen_runtime.selftest import check_snrs, probe_snrs, read_probe, write_probe
 
 VNNI = {"model": "Xeon", "arch": "x86_64", "flags": ["avx2", "avx512_vnni"], "int8_dot_product": "vnni"}
 AVX2 = {"model": "EPYC", "arch": "x86_64", "flags": ["avx2", "fma"], "int8_dot_product": "saturating-16bit"}
 
 
-def test_snr_db():
-    ref = np.ones(100)
-    assert snr_db(ref, ref) == math.inf
-    assert snr_db(ref * 1.1, ref) == pytest.approx(20.0)
-    assert snr_db(np.full(100, np.nan), ref) == -math.inf
-    assert snr_db(np.ones(99), ref) == -math.inf
+def test_nan_or_misshapen_probe_output_counts_as_minus_inf():
+    refs = {"y": np.ones(100)}
+    assert probe_snrs(lambda f, n: {"y": np.full(100, np.nan)}, {}, refs)["y"] == -math.inf
+    assert probe_snrs(lambda f, n: {"y": np.ones(99)}, {}, refs)["y"] == -math.inf
+    assert probe_snrs(lambda f, n: {"y": np.ones(100) * 1.1}, {}, refs)["y"] == pytest.approx(20.0)
 
 
 def test_probe_round_trip_and_run(tmp_path):

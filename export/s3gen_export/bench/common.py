@@ -19,7 +19,7 @@ import numpy as np
 from s3gen_runtime.constants import MEL_BINS, SPEAKER_EMBED_DIM, SPEECH_VOCAB_SIZE, TOKEN_MEL_RATIO, TOKEN_RATE
 from s3gen_runtime.voice import Voice
 
-from ..metrics import MAX_SNR_DB
+from s3gen_runtime.metrics import MAX_SNR_DB
 
 Progress = Callable[[str], None]
 

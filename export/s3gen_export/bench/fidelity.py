@@ -24,7 +24,7 @@ import numpy as np
 
 from s3gen_runtime.constants import TOKEN_MEL_RATIO
 
-from ..metrics import snr_db
+from s3gen_runtime.metrics import snr_db
 from .common import Progress, load_average, median, synthetic_tokens, synthetic_voice, tokens_for_seconds
 from .config import BenchConfig
 from .solvers import STANDARD_SOLVERS, candidates, errors_against, prepare_cases, solve_mel, subproblem

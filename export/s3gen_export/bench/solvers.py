@@ -20,7 +20,7 @@ from s3gen_runtime.noise import draw_noise
 from s3gen_runtime.solvers import CountingVelocity, nfe as solver_nfe, solve
 from s3gen_runtime.voice import Voice
 
-from ..metrics import snr_db
+from s3gen_runtime.metrics import snr_db
 from .common import db_from_rel, rel_rms
 
 _F32 = np.float32

@@ -1,7 +1,7 @@
 """snr_db: the one SNR used by export validation, int8 checks and the benchmarks."""
 import numpy as np
 
-from s3gen_export.metrics import MAX_SNR_DB, snr_db
+from s3gen_runtime.metrics import MAX_SNR_DB, snr_db
 
 
 def test_snr_of_a_ten_percent_error_is_20_db():

@@ -1,6 +1,6 @@
-"""Error metrics shared by export validation and the benchmarks.
+"""Error metrics: one definition for every side.
 
-numpy only: the benchmarks import it without torch.
+In the runtime (numpy only): the int8 self-test, export validation and the benchmarks share it.
 """
 from __future__ import annotations
 
