@@ -24,7 +24,7 @@ from .audio import apply_trim_fade
 from .backends import known_backends, open_runner
 from .backends.base import INT8_SUFFIX, Runner
 from .buckets import Bucket, pick_bucket, stack_padded
-from .constants import SAMPLE_RATE, SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
+from .constants import MAX_CFG_RATE, SAMPLE_RATE, SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
 from .errors import ArtifactError, BucketError, InputError
 from .io import check_noise_shapes, validate_tokens
 from .manifest import Manifest, load_manifest
@@ -121,6 +121,8 @@ def check_cfg_rate(value) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0.0:
         raise InputError(f"cfg_rate must be finite and >= 0, got {value}")
+    if value > MAX_CFG_RATE:
+        raise InputError(f"cfg_rate must be at most {MAX_CFG_RATE:g} (MAX_CFG_RATE), got {value:g}")
     return value
 
 

@@ -220,6 +220,8 @@ BAD_INPUTS = {
     "steps 0": (dict(steps=0), "steps must be an integer >= 1, got 0"),
     "negative cfg": (dict(cfg_rate=-0.5), "cfg_rate must be finite and >= 0, got -0.5"),
     "NaN cfg": (dict(cfg_rate=float("nan")), "cfg_rate must be finite and >= 0, got nan"),
+    "steps over the limit": (dict(steps=1001), "steps must be at most 1000 (MAX_STEPS), got 1001"),
+    "cfg over the limit": (dict(cfg_rate=10.5), "cfg_rate must be at most 10 (MAX_CFG_RATE), got 10.5"),
     "negative seed": (dict(seed=-1), "seed must be an integer >= 0 or None"),
     "noise shape": (dict(noise={**draw_noise(0, 3, 4), "z": np.zeros((1, 80, 15), np.float32)}),
                     "noise 'z' has shape (1, 80, 15) but a request with 3 prompt and 4 new tokens needs (1, 80, 14)"),
@@ -344,6 +346,9 @@ def test_settings_come_from_tuning_then_caller(std):
     assert (s.solver, s.steps, s.cfg_rate, s.nfe) == ("dpmpp2m", 6, 0.5, 6)
     s = resolve_settings(tuned, solver="heun", cfg_rate=0)
     assert (s.solver, s.steps, s.cfg_rate, s.nfe, s.guided) == ("heun", 6, 0.0, 12, False)
+    # the limits themselves are allowed (over them: BAD_INPUTS)
+    s = resolve_settings(manifest, steps=1000, cfg_rate=10)
+    assert (s.steps, s.cfg_rate, s.nfe) == (1000, 10.0, 1000)
 
 
 def _add_int8_vocoder(folder: Path, file: str, precision: str = "int8") -> Path:
