@@ -103,10 +103,11 @@ def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cf
 
 def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision):
     """The eager torch reference: upstream's own algorithm only (Euler with CFG, or meanflow)."""
+    from s3gen_runtime.batching import Request, validate_request
     from s3gen_runtime.buckets import Bucket
     from s3gen_runtime.constants import DEFAULT_CFG_RATE, DEFAULT_STEPS, MAX_MEL_FRAMES
     from s3gen_runtime.errors import InputError
-    from s3gen_runtime.pipeline import Request, check_cfg_rate, validate_request
+    from s3gen_runtime.pipeline import check_cfg_rate
     from s3gen_runtime.solvers import nfe
 
     # Everything that does not depend on the variant is checked before the (slow) model load.
