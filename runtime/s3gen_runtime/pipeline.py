@@ -40,7 +40,6 @@ from .voice import Voice
 GRAPHS = {"standard": ("encoder", "estimator_cfg", "estimator", "vocoder"),
           "meanflow": ("encoder", "estimator", "vocoder")}
 PRECISIONS = ("fp32", "int8")
-CONDITIONING = ("mask", "mu", "spks", "cond")   # the encoder outputs the estimator takes
 _F32 = np.float32
 
 
@@ -110,6 +109,8 @@ def resolve_settings(manifest: Manifest, solver=None, steps=None, cfg_rate=None)
     return settings
 
 
+# ---------------------------------------------------------------- conditioning (per call)
+
 @dataclass(frozen=True)
 class Conditioning:
     """What the estimator is conditioned on for one batch, and where each row's mel lies.
@@ -144,7 +145,10 @@ class Conditioning:
         """Row `index` alone, cut to its own length. The masks make padding and other rows inert, so
         solving it gives the row's batch result up to float32 reassociation."""
         end = self.spans[index][1]
-        pick = lambda a: np.ascontiguousarray(a[index:index + 1, ..., :end])   # noqa: E731
+
+        def pick(a):
+            return np.ascontiguousarray(a[index:index + 1, ..., :end])
+
         return Conditioning(pick(self.mask), pick(self.mu), np.ascontiguousarray(self.spks[index:index + 1]),
                             pick(self.cond), pick(self.x0), (self.spans[index],))
 
@@ -304,7 +308,7 @@ class S3GenRuntime:
     # ------------------------------------------------------------ checks
 
     def _check_batch(self, batch) -> None:
-        """A Batch from prepare() of runtime with the same buckets (another runtime's may not fit these)."""
+        """A Batch from prepare(), planned for one of these artifacts' buckets."""
         if not isinstance(batch, Batch):
             raise InputError(f"expected a Batch from S3GenRuntime.prepare, got {type(batch).__name__}")
         if batch.layout.bucket not in self.buckets:
