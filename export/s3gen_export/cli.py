@@ -168,7 +168,8 @@ def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, step
     from s3gen_runtime.buckets import Bucket
     from s3gen_runtime.constants import MAX_MEL_FRAMES
     from s3gen_runtime.errors import InputError
-    from s3gen_runtime.pipeline import Request, resolve_settings, validate_request
+    from s3gen_runtime.batching import Request, validate_request
+    from s3gen_runtime.pipeline import resolve_settings
 
     # What does not depend on the variant is checked before the (slow) model load.
     if backend is not None or threads is not None:

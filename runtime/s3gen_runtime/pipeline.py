@@ -1,35 +1,39 @@
 """encode -> solve -> vocode: speech tokens + a voice -> 24 kHz audio from an artifact folder.
 
-Every check (tokens, voice, noise, solver, steps, cfg_rate, lengths against the buckets)
-runs before the first graph does, so a bad request costs nothing and leaves nothing half done.
+`S3GenRuntime.synthesize_batch` is composed of public stages that other callers (benchmarks,
+tuning, streaming, serving) use directly, so there is one copy of each:
 
-A batch is one padded pass through each graph. Rows are right-padded; the graphs' masks make
-padding inert, so a row gets (to float32 reassociation) what it gets alone. The runtime object
-holds no per-call state: one instance serves many threads.
+    batch = runtime.prepare(requests)                 # every check; no graph runs
+    conditioning = runtime.encode(batch)              # encoder graph once
+    settings = runtime.resolve(solver, steps, cfg_rate)
+    x1 = runtime.solve(conditioning, settings)        # one estimator call per NFE
+    wavs = runtime.vocode(batch, conditioning.mels(x1))
+
+Every check (tokens, voice, noise, solver, steps, cfg_rate, lengths against the buckets) runs
+before the first graph does, so a bad request costs nothing and leaves nothing half done.
+
+The runtime object holds no per-call state (what a call needs lives in the Batch and Conditioning it
+returns): one instance serves many threads.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 
 from .audio import apply_trim_fade
 from .backends import known_backends, open_runner
 from .backends.base import INT8_SUFFIX, Runner
-from .buckets import Bucket, pick_bucket, stack_padded
-from .constants import SAMPLE_RATE, SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
-from .errors import ArtifactError, BucketError, InputError
-from .io import check_noise_shapes, validate_tokens
+from .batching import Batch, Request, check_mels, encoder_feeds, initial_noise, make_batch, vocoder_feeds
+from .constants import MAX_CFG_RATE, MEL_BINS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from .errors import ArtifactError, InputError
 from .manifest import Manifest, load_manifest
-from .noise import draw_noise
-from .solvers import CountingVelocity, get_solver, nfe, solve
+from .solvers import Velocity, get_solver, nfe, solve
 from .voice import Voice
 
 # The graphs each variant runs. estimator_cfg has guidance inside; estimator is used when cfg_rate = 0.
@@ -37,16 +41,6 @@ GRAPHS = {"standard": ("encoder", "estimator_cfg", "estimator", "vocoder"),
           "meanflow": ("encoder", "estimator", "vocoder")}
 PRECISIONS = ("fp32", "int8")
 _F32 = np.float32
-
-
-@dataclass(frozen=True)
-class Request:
-    """One utterance: speech tokens (N,) or (1, N), a voice, and a seed or explicit noise."""
-
-    tokens: Any
-    voice: Voice
-    seed: int | None = None
-    noise: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -80,40 +74,7 @@ class Settings:
         return nfe(self.solver, self.steps)
 
 
-@dataclass(frozen=True)
-class _Row:
-    """One validated request."""
-
-    tokens: np.ndarray      # (N,) int64
-    voice: Voice
-    noise: dict             # z (1, 80, 2(P+N)), sine_phase (1, 9, 1), sine_noise (1, 9, 960 N), float32
-    seed: int | None
-
-    @property
-    def prompt(self) -> int:
-        return self.voice.prompt_tokens
-
-    @property
-    def new(self) -> int:
-        return int(self.tokens.shape[0])
-
-    @property
-    def frames(self) -> int:
-        return TOKEN_MEL_RATIO * (self.prompt + self.new)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Padded sizes of one batch: encoder input widths, solver frames, vocoder frames."""
-
-    prompt_width: int
-    token_width: int
-    frames: int
-    vocoder_frames: int
-    bucket: Bucket = field(compare=False)
-
-
-# ---------------------------------------------------------------- validation (pure)
+# ---------------------------------------------------------------- settings (pure)
 
 def check_cfg_rate(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -121,6 +82,8 @@ def check_cfg_rate(value) -> float:
     value = float(value)
     if not math.isfinite(value) or value < 0.0:
         raise InputError(f"cfg_rate must be finite and >= 0, got {value}")
+    if value > MAX_CFG_RATE:
+        raise InputError(f"cfg_rate must be at most {MAX_CFG_RATE:g} (MAX_CFG_RATE), got {value:g}")
     return value
 
 
@@ -146,119 +109,66 @@ def resolve_settings(manifest: Manifest, solver=None, steps=None, cfg_rate=None)
     return settings
 
 
-def check_seed(seed) -> int:
-    """A usable seed; None draws a fresh one (returned so the caller can replay it)."""
-    if seed is None:
-        return secrets.randbits(63)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed must be an integer >= 0 or None, got {seed!r}")
-    return int(seed)
+# ---------------------------------------------------------------- conditioning (per call)
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the estimator is conditioned on for one batch, and where each row's mel lies.
+
+    mask (B, 1, T), mu (B, 80, T), cond (B, 80, T): encoder outputs trimmed to the solver's T frames;
+    spks (B, 80); x0 (B, 80, T): each row's initial noise, zeros over its padding; spans: per row
+    (first generated frame, end of the row): frames before the first are the prompt's."""
+
+    mask: np.ndarray
+    mu: np.ndarray
+    spks: np.ndarray
+    cond: np.ndarray
+    x0: np.ndarray
+    spans: tuple
+
+    @property
+    def frames(self) -> int:
+        return int(self.x0.shape[2])
+
+    def __len__(self) -> int:
+        return int(self.x0.shape[0])
+
+    def feeds(self) -> dict:
+        """The estimator's conditioning inputs (everything but x, t, r and cfg_rate)."""
+        return {"mask": self.mask, "mu": self.mu, "spks": self.spks, "cond": self.cond}
+
+    def mels(self, x1: np.ndarray) -> list:
+        """Each row's generated mel (80, 2N) from a solution x1 (B, 80, T): prompt and padding cut off."""
+        return [np.ascontiguousarray(x1[b, :, a:e]) for b, (a, e) in enumerate(self.spans)]
+
+    def row(self, index: int) -> "Conditioning":
+        """Row `index` alone, cut to its own length. The masks make padding and other rows inert, so
+        solving it gives the row's batch result up to float32 reassociation."""
+        end = self.spans[index][1]
+
+        def pick(a):
+            return np.ascontiguousarray(a[index:index + 1, ..., :end])
+
+        return Conditioning(pick(self.mask), pick(self.mu), np.ascontiguousarray(self.spks[index:index + 1]),
+                            pick(self.cond), pick(self.x0), (self.spans[index],))
 
 
-def check_noise(noise, prompt: int, new: int) -> dict:
-    """Explicit noise as float32 arrays of the request's shapes, finite."""
-    if not isinstance(noise, dict):
-        raise InputError(f"noise must be a dict with z, sine_phase and sine_noise, got {type(noise).__name__}")
-    check_noise_shapes(noise, prompt, new)
-    out = {}
-    for key in ("z", "sine_phase", "sine_noise"):
-        a = np.asarray(noise[key])
-        if not np.issubdtype(a.dtype, np.floating):
-            raise InputError(f"noise '{key}' must be floating point, got dtype {a.dtype}")
-        if not np.all(np.isfinite(a)):
-            raise InputError(f"noise '{key}' contains NaN or Inf")
-        out[key] = a.astype(_F32)
-    return out
+def trim_conditioning(outputs: dict, batch: Batch) -> Conditioning:
+    """The encoder's outputs cut to the solver's frames: rows are left-aligned, so frames past the
+    longest row (the encoder runs on prompt and tokens padded separately) are padding for every row."""
+    frames = batch.layout.frames
+    cut = {k: np.ascontiguousarray(outputs[k][..., :frames]) for k in ("mask", "mu", "cond")}
+    return Conditioning(spks=outputs["spks"], x0=initial_noise(batch), spans=tuple(r.span for r in batch.rows), **cut)
 
 
-def check_voice(voice) -> Voice:
-    """Re-validated: a Voice built without Voice.validated may hold anything."""
-    if not isinstance(voice, Voice):
-        raise InputError(f"voice must be a s3gen_runtime.voice.Voice (load_voice or Voice.validated), "
-                         f"got {type(voice).__name__}")
-    return Voice.validated(voice.prompt_token, voice.prompt_feat, voice.embedding)
-
-
-def validate_request(request, buckets) -> _Row:
-    if not isinstance(request, Request):
-        raise InputError(f"expected a Request, got {type(request).__name__}")
-    tokens = validate_tokens(request.tokens)
-    voice = check_voice(request.voice)
-    prompt, new = voice.prompt_tokens, int(tokens.shape[0])
-    pick_bucket(buckets, TOKEN_MEL_RATIO * (prompt + new))   # BucketError names the frames and the limit
-    if request.noise is not None:
-        return _Row(tokens, voice, check_noise(request.noise, prompt, new), None)
-    seed = check_seed(request.seed)
-    return _Row(tokens, voice, draw_noise(seed, prompt, new), seed)
-
-
-def validate_requests(requests, buckets) -> list[_Row]:
-    """Every request checked; in a batch the message says which one failed."""
-    if not isinstance(requests, (list, tuple)) or not requests:
-        raise InputError("requests must be a non-empty list of Request")
-    rows = []
-    for i, request in enumerate(requests):
-        try:
-            rows.append(validate_request(request, buckets))
-        except InputError as e:
-            if len(requests) == 1:
-                raise
-            raise type(e)(f"request {i}: {e}") from e
-    return rows
-
-
-def plan_layout(rows: list[_Row], buckets, pad_to_bucket: bool) -> Layout:
-    """Padded sizes. The encoder sees prompt and tokens padded separately, so its length is
-    2 (longest prompt + longest tokens); that is what must fit a bucket."""
-    prompt_width = max(r.prompt for r in rows)
-    token_width = max(r.new for r in rows)
-    encoder_frames = TOKEN_MEL_RATIO * (prompt_width + token_width)
-    try:
-        bucket = pick_bucket(buckets, encoder_frames)
-    except BucketError as e:
-        raise BucketError(f"the batch pads to {encoder_frames} mel frames (longest prompt {prompt_width} + longest "
-                          f"tokens {token_width}, times {TOKEN_MEL_RATIO}): {e}; split the batch") from e
-    if pad_to_bucket:
-        return Layout(prompt_width, bucket.tokens - prompt_width, bucket.mel_frames, bucket.mel_frames, bucket)
-    # No work on frames no row has: solve over the longest row, vocode the longest new part.
-    return Layout(prompt_width, token_width, max(r.frames for r in rows),
-                  TOKEN_MEL_RATIO * token_width, bucket)
-
-
-# ---------------------------------------------------------------- feeds (pure)
-
-def encoder_feeds(rows: list[_Row], layout: Layout) -> dict[str, np.ndarray]:
-    return {
-        "tokens": stack_padded([r.tokens[None] for r in rows], layout.token_width, 1),
-        "token_lengths": np.array([r.new for r in rows], dtype=np.int64),
-        "prompt_tokens": stack_padded([r.voice.prompt_token for r in rows], layout.prompt_width, 1),
-        "prompt_lengths": np.array([r.prompt for r in rows], dtype=np.int64),
-        "prompt_feat": stack_padded([r.voice.prompt_feat for r in rows], TOKEN_MEL_RATIO * layout.prompt_width, 1),
-        "embedding": np.concatenate([r.voice.embedding for r in rows], axis=0),
-    }
-
-
-def initial_noise(rows: list[_Row], frames: int) -> np.ndarray:
-    """x0: each row's own z, left-aligned, zeros over its padding."""
-    return stack_padded([r.noise["z"] for r in rows], frames, 2)
-
-
-def vocoder_feeds(mels: list[np.ndarray], rows: list[_Row], frames: int) -> dict[str, np.ndarray]:
-    return {
-        "mel": stack_padded([m[None] for m in mels], frames, 2),
-        "mel_lengths": np.array([m.shape[1] for m in mels], dtype=np.int64),
-        "sine_phase": np.concatenate([r.noise["sine_phase"] for r in rows], axis=0),
-        "sine_noise": stack_padded([r.noise["sine_noise"] for r in rows], SAMPLES_PER_FRAME * frames, 2),
-    }
-
-
-def make_velocity(runner: Runner, conditioning: dict, settings: Settings, meanflow: bool):
+def make_velocity(runner: Runner, conditioning: Conditioning, settings: Settings, meanflow: bool) -> Velocity:
     """The solvers' velocity(x, t, r) for one batch: one estimator call per NFE."""
-    batch = conditioning["mu"].shape[0]
+    batch = len(conditioning)
+    cond = conditioning.feeds()
     cfg = np.full(batch, settings.cfg_rate, dtype=_F32)
 
     def velocity(x, t, r):
-        feeds = {"x": x, **conditioning, "t": np.full(batch, t, dtype=_F32)}
+        feeds = {"x": x, **cond, "t": np.full(batch, t, dtype=_F32)}
         if settings.guided:
             feeds["cfg_rate"] = cfg
         if meanflow:
@@ -331,6 +241,46 @@ class S3GenRuntime:
         """The setting a call with these overrides would use (tuning or defaults underneath)."""
         return resolve_settings(self.manifest, solver, steps, cfg_rate)
 
+    # ------------------------------------------------------------ stages
+
+    def prepare(self, requests) -> Batch:
+        """Validate requests (a list of Request) and plan their padded batch; no graph runs.
+        Raises InputError (BucketError when too long) naming the request that failed."""
+        return make_batch(requests, self.buckets, self.pad_to_bucket)
+
+    def encode(self, batch: Batch) -> Conditioning:
+        """Run the encoder graph once for the whole batch."""
+        self._check_batch(batch)
+        return trim_conditioning(self.runners["encoder"].run(encoder_feeds(batch)), batch)
+
+    def velocity(self, conditioning: Conditioning, settings: Settings) -> Velocity:
+        """velocity(x, t, r) -> guided velocity (B, 80, T): one estimator call (the guided graph
+        when settings.cfg_rate > 0), for solvers of one's own or for timing single calls."""
+        settings = self._check_settings(settings)
+        runner = self.runners["estimator_cfg" if settings.guided else "estimator"]
+        return make_velocity(runner, conditioning, settings, self.variant == "meanflow")
+
+    def solve(self, conditioning: Conditioning, settings: Settings, x0: np.ndarray | None = None) -> np.ndarray:
+        """Integrate the flow from x0 (default: conditioning.x0, the rows' own noise) to x1 (B, 80, T)
+        with settings.solver and settings.steps; conditioning.mels(x1) cuts out each row's mel."""
+        velocity = self.velocity(conditioning, settings)
+        x0 = conditioning.x0 if x0 is None else x0
+        if np.shape(x0) != conditioning.x0.shape:
+            raise InputError(f"x0 must have shape {conditioning.x0.shape} (batch, {MEL_BINS}, frames), "
+                             f"got {np.shape(x0)}")
+        return solve(settings.solver, velocity, x0, settings.steps)
+
+    def vocode(self, batch: Batch, mels, *, fade: bool = True) -> list:
+        """One vocoder run for the batch: each row's mel (80, 2N) -> its waveform (960 N,) float32,
+        with upstream's 40 ms fade-in unless fade=False (e.g. for a later part of a stream)."""
+        self._check_batch(batch)
+        mels = check_mels(mels, batch)
+        wav = self.runners["vocoder"].run(vocoder_feeds(mels, batch), ["wav"])["wav"]
+        cut = [np.ascontiguousarray(wav[b, :SAMPLES_PER_FRAME * m.shape[1]]) for b, m in enumerate(mels)]
+        return [apply_trim_fade(w) for w in cut] if fade else cut
+
+    # ------------------------------------------------------------ whole calls
+
     def synthesize(self, tokens, voice: Voice, *, seed: int | None = None, noise: dict | None = None,
                    solver: str | None = None, steps: int | None = None, cfg_rate: float | None = None) -> Result:
         """One utterance. Explicit noise overrides the seed; no seed and no noise draws a fresh seed."""
@@ -339,38 +289,38 @@ class S3GenRuntime:
 
     def synthesize_batch(self, requests, *, solver: str | None = None, steps: int | None = None,
                          cfg_rate: float | None = None) -> list[Result]:
-        """Several utterances in one padded batch; results in request order."""
+        """Several utterances in one padded batch (prepare, encode, solve, vocode); results in request order."""
         settings = self.resolve(solver, steps, cfg_rate)
-        rows = validate_requests(requests, self.buckets)
-        layout = plan_layout(rows, self.buckets, self.pad_to_bucket)
-        return self._run(rows, layout, settings)
-
-    def _run(self, rows: list[_Row], layout: Layout, settings: Settings) -> list[Result]:
+        batch = self.prepare(requests)
         clock = time.perf_counter
         start = clock()
-        enc = self.runners["encoder"].run(encoder_feeds(rows, layout))
-        # Rows are left-aligned, so frames past the longest row are padding for every row.
-        conditioning = {k: np.ascontiguousarray(enc[k][..., :layout.frames]) if k != "spks" else enc[k]
-                        for k in ("mask", "mu", "spks", "cond")}
+        conditioning = self.encode(batch)
         after_encoder = clock()
-
-        estimator = self.runners["estimator_cfg" if settings.guided else "estimator"]
-        velocity = CountingVelocity(make_velocity(estimator, conditioning, settings, self.variant == "meanflow"))
-        x1 = solve(settings.solver, velocity, initial_noise(rows, layout.frames), settings.steps)
-        mels = [np.ascontiguousarray(x1[b, :, TOKEN_MEL_RATIO * r.prompt: r.frames]) for b, r in enumerate(rows)]
+        mels = conditioning.mels(self.solve(conditioning, settings))
         after_solver = clock()
-
-        wav = self.runners["vocoder"].run(vocoder_feeds(mels, rows, layout.vocoder_frames), ["wav"])["wav"]
+        wavs = self.vocode(batch, mels)
         end = clock()
         timings = {"encoder": after_encoder - start, "estimator": after_solver - after_encoder,
                    "vocoder": end - after_solver, "total": end - start}
-        results = []
-        for b, (row, mel) in enumerate(zip(rows, mels)):
-            samples = SAMPLES_PER_FRAME * mel.shape[1]
-            results.append(Result(apply_trim_fade(wav[b, :samples]), mel, SAMPLE_RATE, dict(timings),
-                                  velocity.calls, row.seed))
-        return results
+        return [Result(wav, mel, SAMPLE_RATE, dict(timings), settings.nfe, row.seed)
+                for row, mel, wav in zip(batch.rows, mels, wavs)]
+
+    # ------------------------------------------------------------ checks
+
+    def _check_batch(self, batch) -> None:
+        """A Batch from prepare(), planned for one of these artifacts' buckets."""
+        if not isinstance(batch, Batch):
+            raise InputError(f"expected a Batch from S3GenRuntime.prepare, got {type(batch).__name__}")
+        if batch.layout.bucket not in self.buckets:
+            raise InputError(f"this batch was planned for bucket {batch.layout.bucket.name!r}, "
+                             f"which these artifacts do not have")
+
+    def _check_settings(self, settings) -> Settings:
+        """Settings built by hand are held to the same checks as resolve()'s (variant, limits)."""
+        if not isinstance(settings, Settings):
+            raise InputError(f"expected Settings (S3GenRuntime.resolve), got {type(settings).__name__}")
+        return self.resolve(settings.solver, settings.steps, settings.cfg_rate)
 
 
-__all__ = ["S3GenRuntime", "Request", "Result", "Settings", "Layout", "GRAPHS", "PRECISIONS", "resolve_settings",
-           "select_components", "plan_layout"]
+__all__ = ["S3GenRuntime", "Result", "Settings", "Conditioning", "GRAPHS", "PRECISIONS",
+           "resolve_settings", "check_cfg_rate", "select_components", "make_velocity"]

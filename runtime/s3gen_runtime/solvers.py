@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from .constants import MAX_STEPS
 from .errors import InputError, S3GenError
 
 Velocity = Callable[[np.ndarray, float, float], np.ndarray]
@@ -31,6 +32,8 @@ _F32 = np.float32
 def _check_steps(steps) -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise InputError(f"steps must be an integer >= 1, got {steps!r}")
+    if steps > MAX_STEPS:
+        raise InputError(f"steps must be at most {MAX_STEPS} (MAX_STEPS), got {steps}")
     return int(steps)
 
 

@@ -145,6 +145,8 @@ def test_missing_keys_are_refused(folder, mutate, match):
     (lambda d: d["defaults"].update(steps=True), r"defaults\.steps must be an integer"),
     (lambda d: d["defaults"].update(steps=0), r"defaults\.steps must be >= 1"),
     (lambda d: d["defaults"].update(cfg_rate="0.7"), r"defaults\.cfg_rate must be a finite number"),
+    (lambda d: d["defaults"].update(steps=1001), r"defaults\.steps must be <= 1000, got 1001"),
+    (lambda d: d["tuning"].update(cfg_rate=10.5), r"tuning\.cfg_rate must be <= 10, got 10.5"),
     (lambda d: d["defaults"].update(solver="rk4"), r"defaults\.solver is 'rk4'; expected one of euler"),
     (lambda d: d["checkpoint"].update(variant="turbo"), r"checkpoint\.variant is 'turbo'"),
     (lambda d: d["checkpoint"].update(sha256="ABC"), r"checkpoint\.sha256 must be 64 lowercase hex"),
@@ -252,3 +254,52 @@ def test_write_refuses_what_the_reader_would_refuse(folder, tmp_path):
     with pytest.raises(ManifestError, match="rk4"):
         write_manifest(tmp_path / "out", bad)
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+# ---------------------------------------------------------------- validation records
+
+def failed(validation_changes: dict, case_changes: dict) -> dict:
+    """manifest_dict() with the estimator's validation record edited and marked failed."""
+    data = manifest_dict()
+    record = data["components"]["estimator"]["validation"]
+    record["cases"][0].update(case_changes)
+    record.update(passed=False, **validation_changes)
+    return data
+
+
+@pytest.mark.parametrize("data, match", [
+    (failed({}, {"max_abs": {"v": 5e-3}, "max_rel": {"v": 5e-3}}),
+     r"components\.estimator\.validation\.passed is false: case 'T120' output 'v': max abs error 0\.005 "
+     r"exceeds atol 0\.0001 \+ rtol 0\.001 \* peak 1"),
+    (failed({"tolerance": {"v": {"atol": 0.0, "rtol": 0.0, "min_snr_db": 30.0}}}, {"snr_db": {"v": 21.5}}),
+     r"case 'T120' output 'v': SNR 21\.5 dB below the 30 dB floor"),
+    (failed({}, {"max_abs": {}, "max_rel": {}, "snr_db": {}}), r"output 'v': not measured \(shape mismatch or NaN/Inf\)"),
+    (failed({"cases": []}, {}), "no validation case was recorded"),
+])
+def test_a_component_that_failed_validation_is_refused_naming_the_check(folder, tmp_path, data, match):
+    write_dict(folder, data)
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(folder, verify=False)
+    bad = Manifest.from_dict(data)   # the parser reads it; loading and writing refuse it
+    with pytest.raises(ManifestError, match="did not validate"):
+        write_manifest(tmp_path / "out", bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_engine_record_is_refused_and_an_unvalidated_one_is_not(folder):
+    data = manifest_dict()
+    data["engines"][0]["validation"] = {"passed": False, "error": "",
+                                        "cases": [{"name": "max", "problems": ["v: SNR 12.0 dB below the 25 dB floor"]}]}
+    write_dict(folder, data)
+    with pytest.raises(ManifestError, match=r"engines\[0\] \(estimator mel256\)\.validation\.passed is false: "
+                                            r"case 'max': v: SNR 12\.0 dB below the 25 dB floor"):
+        load_manifest(folder)
+    data["engines"][0]["validation"] = None   # built with validation off: nothing claims a failure
+    write_dict(folder, data)
+    assert load_manifest(folder).engines[0].validation is None
+
+
+def test_a_passed_record_within_its_tolerance_has_no_failures(folder):
+    m = load_manifest(folder)
+    assert [c.validation.failures() for c in m.components.values()] == [[], []]
+    assert m.engines[0].failures() == []

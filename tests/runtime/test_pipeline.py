@@ -6,81 +6,22 @@ wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. A row in a padded batch 
 request alone: mel <= 6.3e-6, wav <= 4.2e-5 (with or without pad_to_bucket).
 """
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pipeline_helpers import GOLDEN, TINY, count_calls, golden_case, linked_copy, max_diff, random_voice, tiny
 
+from s3gen_runtime.batching import Request, plan_layout, validate_requests
 from s3gen_runtime.buckets import make_buckets
 from s3gen_runtime.errors import ArtifactError, BucketError, InputError, ManifestError
-from s3gen_runtime.io import load_noise
 from s3gen_runtime.manifest import Tuning, sha256_file
 from s3gen_runtime.noise import draw_noise
-from s3gen_runtime.pipeline import Request, S3GenRuntime, plan_layout, resolve_settings, validate_requests
+from s3gen_runtime.pipeline import S3GenRuntime, resolve_settings
 from s3gen_runtime.voice import Voice
-
-GOLDEN = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanflow_p25_n35_seed0.npz"}
 BATCH_MEL_ATOL, BATCH_WAV_ATOL = 5e-5, 5e-4   # ~8x the measured 6.3e-6 / 4.2e-5
-
-
-# ---------------------------------------------------------------- helpers
-
-def random_voice(rng, prompt_tokens: int) -> Voice:
-    return Voice.validated(rng.integers(0, 6561, prompt_tokens),
-                           (rng.standard_normal((2 * prompt_tokens, 80)) * 2.0 - 5.0).astype(np.float32),
-                           rng.standard_normal(192).astype(np.float32))
-
-
-def golden_case(path: Path):
-    g = np.load(path)
-    voice = Voice.validated(g["prompt_token"], g["prompt_feat"], g["embedding"])
-    return g["speech_tokens"], voice, load_noise(path), g
-
-
-def count_calls(monkeypatch, runtime) -> Counter:
-    """Wrap every runner of `runtime` (for this test only) to count its runs."""
-    calls = Counter()
-    for role, runner in runtime.runners.items():
-        def counted(feeds, outputs=None, _role=role, _run=runner.run):
-            calls[_role] += 1
-            return _run(feeds, outputs)
-        monkeypatch.setattr(runner, "run", counted)
-    return calls
-
-
-def linked_copy(src: Path, dst: Path, edit=None, skip=(), copy=()) -> Path:
-    """An artifact folder that links src's graphs (copies those in `copy`, leaves out `skip`)
-    with src's manifest passed through `edit(dict)`: cheap variants of a 800 MB export."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        if f.name == "manifest.json" or f.name in skip:
-            continue
-        if f.name in copy:
-            shutil.copyfile(f, dst / f.name)
-        else:
-            os.symlink(f.resolve(), dst / f.name)
-    data = json.loads((src / "manifest.json").read_text())
-    (dst / "manifest.json").write_text(json.dumps(edit(data) if edit else data))
-    return dst
-
-
-def max_diff(a, b) -> float:
-    assert a.shape == b.shape
-    return float(np.abs(a.astype(np.float64) - b).max())
-
-
-@pytest.fixture(scope="module")
-def std(exported):
-    return S3GenRuntime(exported("standard"))
-
-
-@pytest.fixture(scope="module")
-def mf(exported):
-    return S3GenRuntime(exported("meanflow"))
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +45,6 @@ def batch_requests():
 @pytest.fixture(scope="module")
 def alone(std, batch_requests):
     return [std.synthesize_batch([r], steps=2)[0] for r in batch_requests]
-
-
-TINY = dict(steps=2)
-
-
-def tiny(rng=None, prompt=3, new=4):
-    rng = rng or np.random.default_rng(11)
-    return rng.integers(0, 6561, new), random_voice(rng, prompt)
 
 
 # ---------------------------------------------------------------- parity with upstream
@@ -220,6 +153,8 @@ BAD_INPUTS = {
     "steps 0": (dict(steps=0), "steps must be an integer >= 1, got 0"),
     "negative cfg": (dict(cfg_rate=-0.5), "cfg_rate must be finite and >= 0, got -0.5"),
     "NaN cfg": (dict(cfg_rate=float("nan")), "cfg_rate must be finite and >= 0, got nan"),
+    "steps over the limit": (dict(steps=1001), "steps must be at most 1000 (MAX_STEPS), got 1001"),
+    "cfg over the limit": (dict(cfg_rate=10.5), "cfg_rate must be at most 10 (MAX_CFG_RATE), got 10.5"),
     "negative seed": (dict(seed=-1), "seed must be an integer >= 0 or None"),
     "noise shape": (dict(noise={**draw_noise(0, 3, 4), "z": np.zeros((1, 80, 15), np.float32)}),
                     "noise 'z' has shape (1, 80, 15) but a request with 3 prompt and 4 new tokens needs (1, 80, 14)"),
@@ -298,6 +233,18 @@ def test_unknown_schema_version_is_refused(exported, tmp_path):
         S3GenRuntime(folder)
 
 
+def test_a_graph_that_failed_its_validation_is_refused(exported, tmp_path):
+    def edit(data):
+        record = data["components"]["vocoder"]["validation"]
+        record["passed"] = False
+        record["cases"][1]["max_abs"]["wav"], record["cases"][1]["max_rel"]["wav"] = 0.5, 0.5
+        return data
+    folder = linked_copy(exported("standard"), tmp_path / "a", edit)
+    with pytest.raises(ManifestError, match=r"components\.vocoder\.validation\.passed is false: case 'b1_long' "
+                                            r"output 'wav': max abs error 0\.5 exceeds atol"):
+        S3GenRuntime(folder)
+
+
 # ---------------------------------------------------------------- seeds, noise, solvers, settings
 
 def test_seeds(std):
@@ -344,6 +291,9 @@ def test_settings_come_from_tuning_then_caller(std):
     assert (s.solver, s.steps, s.cfg_rate, s.nfe) == ("dpmpp2m", 6, 0.5, 6)
     s = resolve_settings(tuned, solver="heun", cfg_rate=0)
     assert (s.solver, s.steps, s.cfg_rate, s.nfe, s.guided) == ("heun", 6, 0.0, 12, False)
+    # the limits themselves are allowed (over them: BAD_INPUTS)
+    s = resolve_settings(manifest, steps=1000, cfg_rate=10)
+    assert (s.steps, s.cfg_rate, s.nfe) == (1000, 10.0, 1000)
 
 
 def _add_int8_vocoder(folder: Path, file: str, precision: str = "int8") -> Path:

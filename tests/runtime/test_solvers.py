@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 
+from s3gen_runtime.constants import MAX_STEPS
 from s3gen_runtime.errors import InputError, S3GenError
 from s3gen_runtime.solvers import (
     SOLVERS,
@@ -276,6 +277,15 @@ def test_bad_steps(steps):
         euler(gaussian_velocity, X0, steps)
     with pytest.raises(InputError, match="steps must be an integer >= 1"):
         nfe("heun", steps)
+
+
+def test_steps_have_an_upper_limit_that_is_named():
+    assert MAX_STEPS == 1000
+    assert nfe("heun", MAX_STEPS) == 2 * MAX_STEPS   # the limit itself is allowed
+    with pytest.raises(InputError, match=r"steps must be at most 1000 \(MAX_STEPS\), got 1001"):
+        nfe("euler", MAX_STEPS + 1)
+    with pytest.raises(InputError, match="at most 1000"):
+        euler(gaussian_velocity, X0, 10**9)   # refused before a grid of 10^9 points is allocated
 
 
 @pytest.mark.parametrize("grid, match", [

@@ -36,8 +36,8 @@ CFG_RATE = 0.7
 
 def _int8_vs_fp32(fp32, int8, cases, seeds) -> list[dict]:
     """Both precisions at the upstream setting on every (case, seed), as one batch, identical noise."""
+    from s3gen_runtime.batching import Request
     from s3gen_runtime.noise import draw_noise
-    from s3gen_runtime.pipeline import Request
 
     keys, requests = [], []
     for seconds, tokens, voice in cases:
@@ -51,13 +51,11 @@ def _int8_vs_fp32(fp32, int8, cases, seeds) -> list[dict]:
 
 
 def _time_calls(problem) -> float:
-    from .solvers import make_velocity
-
-    velocity = make_velocity(problem)
-    velocity(problem.x0, 0.5, 0.6)   # the first call at a new shape allocates
+    velocity, x0 = problem.velocity(), problem.conditioning.x0
+    velocity(x0, 0.5, 0.6)   # the first call at a new shape allocates
     start = time.perf_counter()
     for _ in range(2):
-        velocity(problem.x0, 0.5, 0.6)
+        velocity(x0, 0.5, 0.6)
     return (time.perf_counter() - start) / 2
 
 
@@ -83,7 +81,7 @@ def _plan(cfg: BenchConfig, problem, check_problem, grid: list, progress: Progre
             "budget_seconds": cfg.fidelity_budget_s, "reference_steps": steps,
             "reduced": steps != cfg.fidelity_reference_steps,
             "nfe_dropped": sorted({n for _, _, n in planned} - {n for _, _, n in grid})}
-    progress(f"  one call: {cost:.2f} s ({problem.x0.shape[0]} rows x {problem.frames} frames), {check_cost:.2f} s "
+    progress(f"  one call: {cost:.2f} s ({len(problem.conditioning)} rows x {problem.frames} frames), {check_cost:.2f} s "
              f"(check row); projected {projected(steps, grid) / 60:.1f} min with {steps}-step references" + (
                  f" (reduced from {cfg.fidelity_reference_steps} to fit the {cfg.fidelity_budget_s / 60:.1f}-min "
                  "budget)" if plan["reduced"] else "") + (
@@ -121,10 +119,10 @@ def run_fidelity(cfg: BenchConfig, artifacts: Path, int8: bool, progress: Progre
         cases.append((seconds, synthetic_tokens(new, seed=7 + new), voice))
     # every length and seed in one batch (rows right-padded, masks keep padding inert): one call per NFE
     problem = prepare_cases(fp32, [(t, v) for _, t, v in cases], cfg.fidelity_seeds, CFG_RATE)
-    row_seconds = [cases[c][0] for c, _ in problem.rows]
+    row_seconds = [cases[c][0] for c, _ in problem.keys]
     progress(f"  lengths {list(cfg.fidelity_lengths_s)} s generated after a {prompt / 25:g} s prompt, seeds "
-             f"{list(cfg.fidelity_seeds)}: {len(problem.rows)} rows in one batch of {problem.frames} frames")
-    check_index = min(range(len(problem.rows)), key=lambda i: problem.slices[i][1])   # the shortest row
+             f"{list(cfg.fidelity_seeds)}: {len(problem.keys)} rows in one batch of {problem.frames} frames")
+    check_index = min(range(len(problem.keys)), key=lambda i: problem.conditioning.spans[i][1])   # the shortest row
     check_problem = subproblem(problem, check_index)
     ref_steps, grid, plan = _plan(cfg, problem, check_problem, grid, progress)
     ref_solver = cfg.fidelity_reference_solver
@@ -143,7 +141,7 @@ def run_fidelity(cfg: BenchConfig, artifacts: Path, int8: bool, progress: Progre
         err = errors_against(mel, ref["mel"])
         for seconds in cfg.fidelity_lengths_s:
             points.append({"audio_seconds": seconds, "solver": solver, "steps": steps, "nfe": calls,
-                           "seconds_per_utterance": seconds_solve / len(problem.rows), **by_length(err, seconds)})
+                           "seconds_per_utterance": seconds_solve / len(problem.keys), **by_length(err, seconds)})
         progress(f"      {solver:<9} {steps:>3} steps ({calls:>2} NFE): rel RMS {err['rel_rms_mean']:.3f} "
                  f"({seconds_solve:.1f} s)")
     for p in points:
@@ -161,7 +159,7 @@ def run_fidelity(cfg: BenchConfig, artifacts: Path, int8: bool, progress: Progre
             for r in int8_rows))
     table = aggregate(points)
     measured = [r["rel_rms_mean"] for r in table]
-    crow = problem.rows[check_index]
+    crow = problem.keys[check_index]
     convergence = {"reference": f"{ref_solver} {ref_steps} steps ({nfe_of(ref_solver, ref_steps)} NFE)",
                    "check": f"{ref_solver} {2 * ref_steps} steps on one row ({row_seconds[check_index]:g} s, "
                             f"seed {crow[1]})",
@@ -172,7 +170,7 @@ def run_fidelity(cfg: BenchConfig, artifacts: Path, int8: bool, progress: Progre
     return {"settings": {"prompt_tokens": prompt, "lengths_s": list(cfg.fidelity_lengths_s),
                          "seeds": list(cfg.fidelity_seeds), "nfe": list(cfg.fidelity_nfe), "cfg_rate": CFG_RATE,
                          "grid": "upstream cosine grid for every solver", "precision": "fp32 (ONNX Runtime)",
-                         "batch": f"{len(problem.rows)} rows (every length x seed) right-padded to "
+                         "batch": f"{len(problem.keys)} rows (every length x seed) right-padded to "
                                   f"{problem.frames} frames, one estimator call per NFE",
                          "error": "generated mel frames only; rel RMS = |mel - ref| / |ref| per row"},
             "cases": out_cases, "points": points, "table": table, "convergence": convergence,

@@ -1,83 +1,63 @@
 """The solver-fidelity measurement on an artifact folder's own graphs (numpy + onnxruntime, no torch).
 
 One `FlowProblem` is one or more requests encoded once, each with several noise seeds, all as rows
-of one batch (right-padded to the longest; the graphs' masks keep padding inert, as in the
-runtime's own batching), so every solve runs every case in one estimator call per NFE.
-`solve_mel` integrates the ODE with any solver and step count and returns each row's generated mel
-(prompt frames and padding cut off, as upstream does). Used by the benchmark (fidelity section)
-and by `s3gen_export.tune`.
+of one batch built by the runtime itself (`S3GenRuntime.prepare` and `encode`: its validation,
+seeded noise and padding), so every solve runs every case in one estimator call per NFE.
+`solve_mel` integrates the ODE through `S3GenRuntime.solve` with any solver and step count and
+returns each row's generated mel (prompt frames and padding cut off, as upstream does). Used by the
+benchmark (fidelity section) and by `s3gen_export.tune`.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from s3gen_runtime.buckets import stack_padded
-from s3gen_runtime.constants import TOKEN_MEL_RATIO
-from s3gen_runtime.noise import draw_noise
-from s3gen_runtime.solvers import CountingVelocity, nfe as solver_nfe, solve
+from s3gen_runtime.batching import Request
+from s3gen_runtime.solvers import nfe as solver_nfe
 from s3gen_runtime.voice import Voice
 
 from s3gen_runtime.metrics import snr_db
 from .common import db_from_rel, rel_rms
 
-_F32 = np.float32
 STANDARD_SOLVERS = ("euler", "heun", "midpoint", "dpmpp2m")
 
 
 @dataclass(frozen=True)
 class FlowProblem:
-    """Requests' ODEs as one batch: row i is (case, seed) = rows[i]; its generated mel is
-    x[i, :, slices[i][0]:slices[i][1]]."""
+    """Requests' ODEs as one batch: row i is (case, seed) = keys[i]; its generated mel is
+    x[i, :, a:e] with (a, e) = conditioning.spans[i]."""
 
-    runner: object            # the estimator Runner (estimator_cfg when guided)
-    conditioning: dict        # mask, mu, spks, cond, (B, ., T) right-padded
-    x0: np.ndarray            # (B, 80, T), each row's z left-aligned, zeros over its padding
-    rows: tuple               # (case index, seed) per row
-    slices: tuple             # (first generated frame, end of the row) per row
+    runtime: object           # the S3GenRuntime whose graphs and solve are measured
+    conditioning: object      # its Conditioning of the batch (x0: each row's seeded noise)
+    keys: tuple               # (case index, seed) per row
     cfg_rate: float
-    meanflow: bool
-    noises: tuple             # per row: the noise dict (z, sine_phase, sine_noise)
 
     @property
     def frames(self) -> int:
-        return int(self.x0.shape[2])
+        return self.conditioning.frames
 
     @property
     def seeds(self) -> tuple:
-        return tuple(dict.fromkeys(seed for _, seed in self.rows))
+        return tuple(dict.fromkeys(seed for _, seed in self.keys))
+
+    def settings(self, solver: str | None = None, steps: int | None = None):
+        """The runtime's checked Settings for this problem's cfg_rate."""
+        return self.runtime.resolve(solver, steps, self.cfg_rate)
+
+    def velocity(self):
+        """One estimator call on the whole batch (for timing single calls)."""
+        return self.runtime.velocity(self.conditioning, self.settings())
 
 
 def prepare_cases(runtime, cases, seeds, cfg_rate: float) -> FlowProblem:
-    """Encode every (tokens, voice) case for every seed as one batch with the runtime's encoder graph."""
+    """Every (tokens, voice) case for every seed as one runtime batch, encoded once."""
     seeds = tuple(int(s) for s in seeds)
-    rows, items = [], []
-    for c, (tokens, voice) in enumerate(cases):
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-        for seed in seeds:
-            rows.append((c, seed))
-            items.append((tokens, voice, draw_noise(seed, voice.prompt_tokens, tokens.shape[1])))
-    width_p = max(v.prompt_tokens for _, v, _ in items)
-    width_n = max(t.shape[1] for t, _, _ in items)
-    feeds = {"tokens": stack_padded([t for t, _, _ in items], width_n, 1),
-             "token_lengths": np.array([t.shape[1] for t, _, _ in items], dtype=np.int64),
-             "prompt_tokens": stack_padded([v.prompt_token for _, v, _ in items], width_p, 1),
-             "prompt_lengths": np.array([v.prompt_tokens for _, v, _ in items], dtype=np.int64),
-             "prompt_feat": stack_padded([v.prompt_feat for _, v, _ in items], TOKEN_MEL_RATIO * width_p, 1),
-             "embedding": np.concatenate([v.embedding for _, v, _ in items], axis=0)}
-    enc = runtime.runners["encoder"].run(feeds)
-    ends = [TOKEN_MEL_RATIO * (v.prompt_tokens + t.shape[1]) for t, v, _ in items]
-    frames = max(ends)
-    conditioning = {k: np.ascontiguousarray(enc[k][..., :frames]) if k != "spks" else enc[k]
-                    for k in ("mask", "mu", "spks", "cond")}
-    x0 = stack_padded([n["z"] for _, _, n in items], frames, 2)
-    slices = tuple((TOKEN_MEL_RATIO * v.prompt_tokens, e) for (_, v, _), e in zip(items, ends))
-    meanflow = runtime.variant == "meanflow"
-    runner = runtime.runners["estimator" if meanflow or cfg_rate == 0.0 else "estimator_cfg"]
-    return FlowProblem(runner, conditioning, x0, tuple(rows), slices, float(cfg_rate), meanflow,
-                       tuple(n for _, _, n in items))
+    keys = tuple((c, seed) for c in range(len(cases)) for seed in seeds)
+    requests = [Request(cases[c][0], cases[c][1], seed=seed) for c, seed in keys]
+    conditioning = runtime.encode(runtime.prepare(requests))
+    return FlowProblem(runtime, conditioning, keys, float(cfg_rate))
 
 
 def prepare_problem(runtime, tokens, voice: Voice, seeds, cfg_rate: float) -> FlowProblem:
@@ -85,29 +65,13 @@ def prepare_problem(runtime, tokens, voice: Voice, seeds, cfg_rate: float) -> Fl
     return prepare_cases(runtime, [(tokens, voice)], seeds, cfg_rate)
 
 
-def make_velocity(problem: FlowProblem):
-    batch = problem.x0.shape[0]
-    guided = problem.cfg_rate > 0.0 and not problem.meanflow
-    cfg = np.full(batch, problem.cfg_rate, dtype=_F32)
-
-    def velocity(x, t, r):
-        feeds = {"x": x, **problem.conditioning, "t": np.full(batch, t, dtype=_F32)}
-        if guided:
-            feeds["cfg_rate"] = cfg
-        if problem.meanflow:
-            feeds["r"] = np.full(batch, r, dtype=_F32)
-        return problem.runner.run(feeds, ["velocity"])["velocity"]
-
-    return velocity
-
-
 def solve_mel(problem: FlowProblem, solver: str, steps: int) -> tuple[list, float, int]:
     """(each row's generated mel (80, 2N), wall seconds, NFE) of one solve of the whole batch."""
-    velocity = CountingVelocity(make_velocity(problem))
+    settings = problem.settings(solver, steps)
     start = time.perf_counter()
-    x1 = solve(solver, velocity, problem.x0, steps)
+    x1 = problem.runtime.solve(problem.conditioning, settings)
     seconds = time.perf_counter() - start
-    return [np.ascontiguousarray(x1[i, :, a:b]) for i, (a, b) in enumerate(problem.slices)], seconds, velocity.calls
+    return problem.conditioning.mels(x1), seconds, settings.nfe
 
 
 def candidates(solvers, nfes) -> list[tuple[str, int, int]]:
@@ -138,7 +102,7 @@ def converged_reference(problem: FlowProblem, steps: int, progress=None, solver:
     far off as the difference; second order: a third of it); it must be far below every error
     measured against it. check=False skips the coarser solve (its cost) when the convergence was
     shown on another case of the same kind."""
-    solver = "meanflow" if problem.meanflow else solver
+    solver = "meanflow" if problem.runtime.variant == "meanflow" else solver
     fine, t_fine, n_fine = solve_mel(problem, solver, steps)
     if not check:
         if progress:
@@ -158,12 +122,7 @@ def converged_reference(problem: FlowProblem, steps: int, progress=None, solver:
 def subproblem(problem: FlowProblem, index: int) -> FlowProblem:
     """Row `index` alone, cut to its own length (its result equals the row's in the batch, up to
     float32 reassociation: the masks make padding and other rows inert)."""
-    end = problem.slices[index][1]
-    cond = {k: np.ascontiguousarray(v[index:index + 1, ..., :end]) if k != "spks" else v[index:index + 1]
-            for k, v in problem.conditioning.items()}
-    return FlowProblem(problem.runner, cond, np.ascontiguousarray(problem.x0[index:index + 1, :, :end]),
-                       (problem.rows[index],), (problem.slices[index],), problem.cfg_rate, problem.meanflow,
-                       (problem.noises[index],))
+    return replace(problem, conditioning=problem.conditioning.row(index), keys=(problem.keys[index],))
 
 
 __all__ = ["FlowProblem", "prepare_problem", "prepare_cases", "subproblem", "solve_mel", "candidates", "errors_against", "converged_reference",

@@ -154,13 +154,13 @@ class OrtWorker:
         return result.mel, result.wav
 
     def estimator_calls(self, prompt, new, calls):
-        from ..bench.solvers import make_velocity, prepare_problem
+        from ..bench.solvers import prepare_problem
 
         tokens, voice, noise = request(prompt, new)
         problem = prepare_problem(self.runtime, tokens, voice, (0,), UPSTREAM["cfg_rate"])
-        velocity = make_velocity(problem)
+        velocity, x0 = problem.velocity(), problem.conditioning.x0
         for _ in range(calls):
-            velocity(problem.x0, 0.5, 0.6)
+            velocity(x0, 0.5, 0.6)
 
 
 def handle(worker, cmd: dict) -> dict:
