@@ -1,0 +1,29 @@
+"""Fixtures of the TensorRT backend tests: a simulated GPU, and a tiny artifact folder with engines."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import fake_cuda
+import fake_tensorrt
+from s3gen_runtime.backends import gpu
+from tiny_engines import write_tiny_artifacts
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A simulated H100 with TensorRT 10.3: (cuda, trt)."""
+    cuda = fake_cuda.FakeCuda()
+    trt = fake_tensorrt.make_fake_trt(cuda)
+    gpu.use_bindings(cuda)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    yield cuda, trt
+    gpu.use_bindings(None)
+
+
+@pytest.fixture
+def tiny(tmp_path, fake_gpu):
+    """(folder, manifest) of a tiny artifact folder with one fake engine per bucket."""
+    manifest = write_tiny_artifacts(tmp_path / "art")
+    return tmp_path / "art", manifest
