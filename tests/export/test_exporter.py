@@ -53,6 +53,23 @@ def test_no_random_ops_in_any_graph(exported, variant):
 
 
 @pytest.mark.parametrize("variant", ["standard", "meanflow"])
+def test_no_float64_tensor_in_any_graph(exported, variant):
+    """TensorRT has no float64 (its parser refuses the graph); the vocoder's sine phase once was one."""
+    import onnx
+    from onnx import TensorProto
+    folder = exported(variant)
+    for name in GRAPHS[variant]:
+        model = onnx.shape_inference.infer_shapes(onnx.load(folder / f"{name}.onnx"))
+        g = model.graph
+        doubles = [v.name for v in list(g.input) + list(g.output) + list(g.value_info)
+                   if v.type.tensor_type.elem_type == TensorProto.DOUBLE]
+        doubles += [i.name for i in g.initializer if i.data_type == TensorProto.DOUBLE]
+        doubles += [n.name for n in g.node for a in n.attribute
+                    if (a.name == "to" and a.i == TensorProto.DOUBLE) or (a.HasField("t") and a.t.data_type == TensorProto.DOUBLE)]
+        assert doubles == [], f"{name}: float64 tensors {doubles[:5]}"
+
+
+@pytest.mark.parametrize("variant", ["standard", "meanflow"])
 def test_graphs_with_golden_loop_reproduce_golden(exported, golden, variant):
     """encoder -> upstream's Euler loop in numpy around the estimator graph -> vocoder -> fade."""
     g = np.load(golden(GOLDEN[variant]))

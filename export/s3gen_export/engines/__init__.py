@@ -24,29 +24,15 @@ Only steps 3 and 4 need TensorRT and a GPU; both are imported lazily.
 """
 from __future__ import annotations
 
-from s3gen_runtime.backends.tensorrt import check_engine_compatible   # re-exported: one definition, in the runtime
-
 from .build import (
-    ENGINE_DIR,
-    Progress,
     build_engines,
     build_serialized_engine,
     timing_cache_path,
     update_manifest,
 )
 from .errors import EngineBuildError
-from .mixed_precision import ALWAYS_FP32_OPS, NON_DATA_SLOTS, to_mixed_precision
+from .mixed_precision import to_mixed_precision
 from .precision import (
-    FP32_MODULES,
-    FP32_OPS,
-    NAME_SCOPES_KEY,
-    NORM_CHAIN_DEPTH,
-    NORM_CHAIN_OPS,
-    NORM_ROOTS,
-    POST_MODULE,
-    SOURCE_MODULE,
-    SOURCE_SINK_MODULES,
-    TIME_INPUTS,
     apply_fp32_layers,
     fp32_layer_names,
     fp32_node_indices,
@@ -62,15 +48,10 @@ from .profiles import (
     engine_file_name,
     plan_profiles,
     profile_to_json,
-    profiles_frames_low,
     resolve_buckets,
     validation_shapes,
 )
 from .validation import (
-    DEFAULT_LOW_SNR_DB,
-    EXACT_OUTPUTS,
-    LENGTH_INPUTS,
-    LOW_PRECISION_SNR_DB,
     compare_outputs,
     engine_tolerances,
     ort_reference,
@@ -79,15 +60,9 @@ from .validation import (
     validation_summary,
 )
 
-# Public beyond __all__ (importable by name, as before the split).
-_ALSO_EXPORTED = (ENGINE_DIR, Progress, ALWAYS_FP32_OPS, NON_DATA_SLOTS, FP32_MODULES, FP32_OPS, NAME_SCOPES_KEY,
-                  NORM_CHAIN_DEPTH, NORM_CHAIN_OPS, NORM_ROOTS, POST_MODULE, SOURCE_MODULE, SOURCE_SINK_MODULES,
-                  TIME_INPUTS, profiles_frames_low, DEFAULT_LOW_SNR_DB, EXACT_OUTPUTS, LENGTH_INPUTS,
-                  LOW_PRECISION_SNR_DB)
-
 __all__ = ["EngineBuildError", "check_precision", "check_batches", "axis_ranges", "plan_profiles", "profile_to_json",
            "validation_shapes", "engine_file_name", "module_path", "fp32_node_indices", "fp32_layer_names",
            "name_nodes", "match_layer_to_nodes", "apply_fp32_layers", "to_mixed_precision", "engine_tolerances",
            "random_feeds", "compare_outputs", "validate_engine", "validation_summary", "ort_reference",
            "resolve_buckets", "buildable_graphs", "timing_cache_path", "build_serialized_engine", "update_manifest",
-           "build_engines", "check_engine_compatible"]
+           "build_engines"]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from s3gen_runtime.backends.tensorrt import TensorRTUnavailableError, import_tensorrt, sm_tag
+from s3gen_runtime.backends.tensorrt.compat import TensorRTUnavailableError, import_tensorrt, sm_tag, trt_logger
 from s3gen_runtime.errors import InputError, S3GenError
 from s3gen_runtime.manifest import Engine, Manifest, load_manifest, sha256_file, write_manifest
 
@@ -65,7 +65,7 @@ def build_serialized_engine(trt, builder, model_bytes: bytes, profiles: dict, pr
     if strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, _trt_logger(trt))
+    parser = trt.OnnxParser(network, trt_logger(trt))
     if not parser.parse(model_bytes):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError("TensorRT could not parse the graph: " + "; ".join(errors[:5]))
@@ -89,17 +89,6 @@ def build_serialized_engine(trt, builder, model_bytes: bytes, profiles: dict, pr
     if serialized is None:
         raise EngineBuildError("TensorRT failed to build the engine (see the TensorRT log above)")
     return bytes(serialized), pinned
-
-
-_TRT_LOGGER = None
-
-
-def _trt_logger(trt):
-    global _TRT_LOGGER
-    if _TRT_LOGGER is None:
-        from s3gen_runtime.backends import tensorrt as rt_backend
-        _TRT_LOGGER = rt_backend._logger(trt)
-    return _TRT_LOGGER
 
 
 def _load_timing_cache(config, path: Path, progress: Progress):
@@ -150,7 +139,7 @@ def build_engines(folder, precision: str, buckets=None, min_batch: int = 1, opt_
     if strongly_typed is not None and not isinstance(strongly_typed, bool):
         raise InputError(f"strongly_typed must be True, False or None, got {strongly_typed!r}")
     trt = import_tensorrt()   # before anything slow: a missing install is the commonest failure
-    from s3gen_runtime import gpu
+    from s3gen_runtime.backends import gpu
     try:
         gpu.require_device(device)
     except gpu.CudaError as e:
@@ -172,7 +161,7 @@ def build_engines(folder, precision: str, buckets=None, min_batch: int = 1, opt_
              f"batch {min_batch}..{max_batch} (opt {opt_batch})")
 
     import onnx
-    builder = trt.Builder(_trt_logger(trt))
+    builder = trt.Builder(trt_logger(trt))
     cache_path = Path(timing_cache) if timing_cache is not None else timing_cache_path(folder, cc, trt_version)
     cache_config = builder.create_builder_config()   # owns the timing cache shared by every build
     cache = _load_timing_cache(cache_config, cache_path, progress)

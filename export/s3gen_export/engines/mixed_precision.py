@@ -12,7 +12,7 @@ import numpy as np
 from s3gen_runtime.errors import InputError
 
 from .errors import EngineBuildError
-from .precision import _typed_graph
+from .precision import typed_graph
 from .profiles import check_precision
 
 
@@ -87,7 +87,7 @@ def _convert_mixed(proto, precision: str, keep: set):
     low = _LOW_TYPES[precision]
     model = onnx.ModelProto()
     model.CopyFrom(proto)
-    graph, types = _typed_graph(model)
+    graph, types = typed_graph(model)
     for node in graph.node:
         if node.op_type in _CONTROL_FLOW or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                                                 for a in node.attribute):

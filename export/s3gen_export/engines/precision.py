@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Iterable
 
 from ..onnx_scopes import NAME_SCOPES_KEY, module_path   # noqa: F401 (key re-exported by engines); shared with quantize
+from .errors import EngineBuildError
 
 
 # Ops whose fp16 error (or overflow) breaks flow models: normalisations and softmax.
@@ -56,8 +57,12 @@ def _elem_types(graph) -> dict[str, int]:
     return types
 
 
-def _typed_graph(proto):
-    """The graph with element types for every tensor (shape inference where the file lacks them)."""
+def typed_graph(proto):
+    """The graph and the element type of every tensor (ONNX shape inference where the file lacks them).
+
+    The fp32 policy keeps only nodes with a floating-point output, so a tensor of unknown type would
+    silently leave its node out of the fp32 list: a failed inference is an EngineBuildError instead.
+    """
     graph = proto.graph
     types = _elem_types(graph)
     produced = [o for n in graph.node for o in n.output if o]
@@ -65,9 +70,12 @@ def _typed_graph(proto):
         import onnx
         try:
             inferred = onnx.shape_inference.infer_shapes(proto)
-            types.update(_elem_types(inferred.graph))
-        except Exception:   # partial types are still usable; unknown ones count as non-float
-            pass
+        except Exception as e:
+            untyped = sum(1 for n in graph.node if any(o and o not in types for o in n.output))
+            raise EngineBuildError(f"ONNX shape inference failed ({type(e).__name__}: {e}); {untyped} nodes have "
+                                   "outputs of unknown type, so the fp32 layer policy cannot be applied; "
+                                   "re-export the graph or build with precision fp32") from e
+        types.update(_elem_types(inferred.graph))
     return graph, types
 
 
@@ -152,7 +160,7 @@ def _norm_chain_nodes(graph, consumers) -> set[int]:
 
 def fp32_node_indices(proto, *, time_inputs=TIME_INPUTS, modules=FP32_MODULES) -> list[int]:
     """Indices of the nodes that stay fp32 (see fp32_layer_names), in graph order."""
-    graph, types = _typed_graph(proto)
+    graph, types = typed_graph(proto)
     producer, consumers = _producers_consumers(graph)
     paths = [module_path(n) for n in graph.node]
     keep = {i for i, n in enumerate(graph.node) if n.op_type in FP32_OPS}
@@ -172,7 +180,14 @@ def fp32_node_indices(proto, *, time_inputs=TIME_INPUTS, modules=FP32_MODULES) -
     sinks = {i for i, p in enumerate(paths) if _in_modules(p, SOURCE_SINK_MODULES)}
     if source and sinks:   # the STFT of the source: between the sine source and the layers fed by it
         keep |= (_descendants(graph, source, consumers) & _ancestors(graph, sinks, producer)) - sinks
-    # Only nodes with a floating-point output have a precision to keep.
+    # Only nodes with a floating-point output have a precision to keep; a kept node whose outputs
+    # all have unknown types would otherwise drop out of the list unnoticed.
+    untyped = [graph.node[i].name or f"#{i}" for i in sorted(keep)
+               if not any(o in types for o in graph.node[i].output if o)]
+    if untyped:
+        raise EngineBuildError(f"{len(untyped)} nodes chosen to stay fp32 have outputs of unknown type after "
+                               f"shape inference (first: {', '.join(untyped[:5])}); the fp32 layer policy "
+                               "would miss them: re-export the graph or build with precision fp32")
     return sorted(i for i in keep if any(_is_float(types, o) for o in graph.node[i].output if o))
 
 

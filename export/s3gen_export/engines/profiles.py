@@ -10,7 +10,8 @@ import re
 
 import numpy as np
 
-from s3gen_runtime.backends.tensorrt import ENGINE_PRECISIONS, sm_tag
+from s3gen_runtime.backends.tensorrt.compat import sm_tag
+from s3gen_runtime.backends.tensorrt.selection import ENGINE_PRECISIONS
 from s3gen_runtime.buckets import Bucket
 from s3gen_runtime.constants import SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
 from s3gen_runtime.errors import InputError

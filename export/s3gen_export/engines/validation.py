@@ -172,7 +172,7 @@ def ort_reference(onnx_path: Path, output_names: list[str]):
 def validate_built(folder, record, component, bucket, prev, precision, batches, reference, tolerances, seed,
                    device) -> dict:
     """Validate an engine through the runtime's own runner (record, sha256 and GPU checks included)."""
-    from s3gen_runtime.backends.tensorrt import TensorRTRunner
+    from s3gen_runtime.backends.tensorrt.runner import TensorRTRunner
     engine = Engine.from_dict(dict(record, validation=None), "engine")
     cases = validation_shapes(component, bucket, prev, *batches)
     runner = TensorRTRunner(folder, engine, component, pool_size=1, device=device)

@@ -18,7 +18,7 @@ from .base import Runner
 _BACKENDS: dict[str, tuple[str, str]] = {
     "onnxruntime": ("s3gen_runtime.backends.onnxruntime", "open_onnxruntime"),
     "onnxruntime-cuda": ("s3gen_runtime.backends.onnxruntime_cuda", "open_onnxruntime_cuda"),
-    "tensorrt": ("s3gen_runtime.backends.tensorrt", "open_tensorrt"),
+    "tensorrt": ("s3gen_runtime.backends.tensorrt.bucketed", "open_tensorrt"),
 }
 
 

@@ -23,7 +23,7 @@ _ORT_DTYPES = {
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-def _ort():
+def import_onnxruntime():
     try:
         import onnxruntime
     except ImportError as e:   # the runtime's one hard dependency for this backend
@@ -66,7 +66,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, path, component: Component, providers=None, intra_op_threads=None, *,
                  name: str | None = None, expected_metadata: dict | None = None):
         super().__init__(name or Path(path).stem, component)
-        ort = _ort()
+        ort = import_onnxruntime()
         options = ort.SessionOptions()
         options.log_severity_level = 3   # ORT's warnings (e.g. unused initializers) are noise to users
         threads = _threads(intra_op_threads)

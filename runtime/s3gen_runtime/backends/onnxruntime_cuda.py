@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ArtifactError, InputError
 from ..manifest import Component, Manifest
 from .base import check_feeds, check_output_names, expected_metadata, onnx_component
-from .onnxruntime import OnnxRuntimeRunner, _ort
+from .onnxruntime import OnnxRuntimeRunner, import_onnxruntime
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
 INSTALL_HINT = "pip install 's3gen-aot[gpu]' (onnxruntime-gpu, with CUDA and cuDNN)"
@@ -41,7 +41,7 @@ class OnnxRuntimeCudaRunner(OnnxRuntimeRunner):
             raise InputError(f"device_id must be an integer >= 0, got {device_id!r}")
         if device_type not in ("cuda", "cpu"):
             raise InputError(f"device_type must be 'cuda' or 'cpu', got {device_type!r}")
-        ort = _ort()
+        ort = import_onnxruntime()
         if device_type == "cuda":
             available = ort.get_available_providers()
             if CUDA_PROVIDER not in available:

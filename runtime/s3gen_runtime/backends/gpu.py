@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import S3GenError
+from ..errors import S3GenError
 
 INSTALL_HINT = "pip install 's3gen-aot[tensorrt]' (it brings cuda-python)"
 
@@ -58,8 +58,9 @@ def _import_cudart():
         raise CudaError(f"the CUDA runtime bindings are not installed: {INSTALL_HINT}") from e
 
 
-def _reset_for_tests(module=None) -> None:
-    """Point the helpers at another bindings module (a fake in tests); None forgets the cached one."""
+def use_bindings(module=None) -> None:
+    """Point the helpers at another bindings module (the simulated runtime in tests); None forgets the
+    cached one, so the next call imports cuda-python again."""
     global _cudart
     with _lock:
         _cudart = module

@@ -1,23 +1,18 @@
-"""A simulated CUDA runtime and a simulated TensorRT, for tests that need a GPU without having one.
+"""A simulated TensorRT, for tests that need a GPU without having one (with tests/fake_cuda.py).
 
-`FakeCuda` is the subset of `cuda.bindings.runtime` the backend uses: device pointers are host
-memory, copies are memmove, CUDA graphs replay recorded launches. `make_fake_trt` is a stand-in
-`tensorrt` module: an "engine" is a header plus an ONNX graph that ONNX Runtime executes on the
-bound device memory; its builder records the flags, pinned layers and profile of every build.
+`make_fake_trt` is a stand-in `tensorrt` module: an "engine" is a header plus an ONNX graph that
+ONNX Runtime executes on the bound device memory; its builder records the flags, pinned layers and
+profile of every build, and its parser refuses what TensorRT's ONNX parser refuses (float64).
 They implement the calls the runtime backend and the engine build make, so every check, buffer,
 pool, graph-capture and build path runs for real.
 
-A plain helper module (no tests): test files load it by path with importlib (see their
-`_load_fake_gpu`), so it works whatever pytest's import mode.
+A plain helper module (no tests), imported by name: tests/ is on sys.path (conftest lives there).
 """
 from __future__ import annotations
 
-import ctypes
-import enum
 import hashlib
 import json
 import threading
-import time
 import types
 from collections import OrderedDict
 from types import SimpleNamespace
@@ -26,132 +21,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-
-# ================================================================ a simulated CUDA runtime
-
-class _Err(enum.Enum):
-    cudaSuccess = 0
-    cudaErrorMemoryAllocation = 2
-    cudaErrorInsufficientDriver = 35
-    cudaErrorNoDevice = 100
-    cudaErrorInvalidValue = 1
-
-
-class FakeCuda:
-    """The subset of `cuda.bindings.runtime` the backend uses; device memory is host memory."""
-
-    cudaError_t = _Err
-    cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2, cudaMemcpyDeviceToDevice=3)
-    cudaDeviceAttr = SimpleNamespace(cudaDevAttrComputeCapabilityMajor=75, cudaDevAttrComputeCapabilityMinor=76)
-    cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeThreadLocal=1)
-    cudaStreamNonBlocking = 1
-
-    def __init__(self, devices: int = 1, cc=(9, 0), name: str = "NVIDIA H100 80GB HBM3"):
-        self.devices, self.cc, self.name = devices, cc, name
-        self.mem: dict[int, object] = {}
-        self.mallocs = 0
-        self.frees = 0
-        self.streams = 0
-        self.capturing: dict[int, list] = {}
-        self.instantiated = 0
-        self.launches = 0
-        self.lock = threading.Lock()
-        self.fail_next: str | None = None
-
-    def _ok(self, *values):
-        return (_Err.cudaSuccess, *values)
-
-    def _maybe_fail(self, what):
-        if self.fail_next == what:
-            self.fail_next = None
-            return (_Err.cudaErrorMemoryAllocation,)
-        return None
-
-    def cudaGetErrorString(self, err):
-        return self._ok(f"simulated {err.name}".encode())
-
-    def cudaGetDeviceCount(self):
-        if self.devices == 0:
-            return (_Err.cudaErrorInsufficientDriver, None)
-        return self._ok(self.devices)
-
-    def cudaSetDevice(self, dev):
-        return self._ok() if dev < self.devices else (_Err.cudaErrorInvalidValue,)
-
-    def cudaDeviceGetAttribute(self, attr, dev):
-        return self._ok(self.cc[0] if attr == 75 else self.cc[1])
-
-    def cudaGetDeviceProperties(self, dev):
-        return self._ok(SimpleNamespace(name=self.name.encode() + b"\0\0", major=self.cc[0], minor=self.cc[1]))
-
-    def cudaMalloc(self, n):
-        failed = self._maybe_fail("malloc")
-        if failed:
-            return (failed[0], None)
-        buf = ctypes.create_string_buffer(int(n))
-        with self.lock:
-            self.mem[ctypes.addressof(buf)] = buf
-            self.mallocs += 1
-        return self._ok(ctypes.addressof(buf))
-
-    def cudaFree(self, ptr):
-        with self.lock:
-            self.mem.pop(ptr)
-            self.frees += 1
-        return self._ok()
-
-    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
-        ctypes.memmove(dst, src, n)
-        return self._ok()
-
-    def cudaStreamCreateWithFlags(self, flags):
-        with self.lock:
-            self.streams += 1
-            return self._ok(1000 + self.streams)
-
-    def cudaStreamSynchronize(self, stream):
-        return self._ok()
-
-    def cudaDeviceSynchronize(self):
-        return self._ok()
-
-    def cudaStreamDestroy(self, stream):
-        return self._ok()
-
-    def cudaStreamBeginCapture(self, stream, mode):
-        self.capturing[int(stream)] = []
-        return self._ok()
-
-    def cudaStreamEndCapture(self, stream):
-        return self._ok(self.capturing.pop(int(stream)))
-
-    def cudaGraphInstantiate(self, graph, flags):
-        self.instantiated += 1
-        return self._ok(list(graph))
-
-    def cudaGraphLaunch(self, exec_, stream):
-        self.launches += 1
-        for fn in exec_:
-            fn()
-        return self._ok()
-
-    def cudaGraphExecDestroy(self, exec_):
-        return self._ok()
-
-    def cudaGraphDestroy(self, graph):
-        return self._ok()
-
-    def read(self, ptr, shape, dtype) -> np.ndarray:
-        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        raw = (ctypes.c_char * n).from_address(ptr)
-        return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
-
-    def write(self, ptr, array: np.ndarray) -> None:
-        a = np.ascontiguousarray(array)
-        ctypes.memmove(ptr, a.ctypes.data, a.nbytes)
-
-
-# ================================================================ a simulated TensorRT
 
 _MAGIC = b"FAKETRT1"
 _ELEM_NP = {TensorProto.FLOAT: "float32", TensorProto.INT64: "int64", TensorProto.INT32: "int32",
@@ -283,17 +152,22 @@ class FakeContext:
         def run():
             feeds = {n: cuda.read(addresses[n], shapes[n], spec["dtype"])
                      for n, spec in self.engine.header["inputs"].items()}
-            with self.trt.stats_lock:
-                self.trt.active += 1
-                self.trt.max_active = max(self.trt.max_active, self.trt.active)
-                self.trt.executions += 1
+            trt = self.trt
+            with trt.stats:
+                trt.active += 1
+                trt.max_active = max(trt.max_active, trt.active)
+                trt.executions += 1
+                trt.stats.notify_all()
             try:
-                time.sleep(self.trt.delay)
+                if trt.gate is not None:   # a test holds executions here to observe how many overlap
+                    if not trt.gate.wait(timeout=30):
+                        raise TimeoutError("the test never opened trt.gate")
                 names = list(self.engine.header["outputs"])
                 values = self.engine.session().run(names, feeds)
             finally:
-                with self.trt.stats_lock:
-                    self.trt.active -= 1
+                with trt.stats:
+                    trt.active -= 1
+                    trt.stats.notify_all()
             noise = self.engine.header.get("perturb", 0.0)
             for n, v in zip(names, values):
                 v = np.asarray(v)
@@ -343,23 +217,46 @@ class FakeNetwork:
 class FakeParser:
     def __init__(self, network, logger):
         self.network = network
-        self.num_errors = 0
+        self.errors: list[str] = []
+
+    @property
+    def num_errors(self):
+        return len(self.errors)
+
+    def get_error(self, i):
+        return self.errors[i]
 
     def parse(self, data):
         trt = self.network.trt
-        model = onnx.load_from_string(data)
+        model = onnx.load_from_string(model_bytes := bytes(data))
+        graph = model.graph
+        if any(o and o not in {v.name for v in graph.value_info} for n in graph.node for o in n.output):
+            graph = onnx.shape_inference.infer_shapes(model).graph   # TensorRT knows every tensor's type
         types_ = {v.name: v.type.tensor_type.elem_type for v in
-                  list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
-        for node in model.graph.node:
+                  list(graph.value_info) + list(graph.output) + list(graph.input)}
+        types_.update({i.name: i.data_type for i in graph.initializer})
+        for node in graph.node:
+            for a in node.attribute:
+                if node.op_type == "Constant" and a.name == "value" and a.HasField("t"):
+                    types_[node.output[0]] = a.t.data_type
+        for node in graph.node:
+            # TensorRT has no double precision: its ONNX parser refuses any float64 tensor
+            doubles = [t for t in list(node.input) + list(node.output) if t and types_.get(t) == TensorProto.DOUBLE]
+            doubles += [node.name for a in node.attribute if a.name == "to" and a.i == TensorProto.DOUBLE]
+            if doubles:
+                self.errors.append(f"In node {node.name!r} ({node.op_type}): DOUBLE is not supported "
+                                   f"(tensor {doubles[0]!r})")
+        if self.errors:
+            return False
+        for node in graph.node:
             ltype = trt.LayerType.CONSTANT if node.op_type == "Constant" else trt.LayerType.ELEMENTWISE
-            # float64 becomes float32: TensorRT has no double precision
-            outs = [trt.float32 if types_.get(o, TensorProto.FLOAT) in (1, 10, 11, 16) else trt.int32
+            outs = [trt.float32 if types_.get(o, TensorProto.FLOAT) in (1, 10, 16) else trt.int32
                     for o in node.output]
             metadata = f"[ONNX Layer: {node.name}]" if trt.layer_metadata else ""
             self.network.layers.append(_FakeLayer(trt, node.name, metadata, ltype, outs))
             if not trt.layer_metadata:   # helper layers the parser adds for one node
                 self.network.layers.append(_FakeLayer(trt, f"{node.name}_helper", "", ltype, outs))
-        self.network.model_bytes = bytes(data)
+        self.network.model_bytes = model_bytes
         return True
 
 
@@ -437,15 +334,15 @@ class FakeBuilder:
         return fake_engine_bytes(network.model_bytes, config.profiles[0].shapes, {"perturb": trt.perturb})
 
 
-def make_fake_trt(cuda: FakeCuda, version: str = "10.3.0", weak_typing: bool = True, layer_metadata: bool = True):
+def make_fake_trt(cuda, version: str = "10.3.0", weak_typing: bool = True, layer_metadata: bool = True):
     """A stand-in `tensorrt` module (TensorRT 10 with weak typing, or 11-like without)."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.cuda = cuda
     trt.layer_metadata = layer_metadata
-    trt.stats_lock = threading.Lock()
+    trt.stats = threading.Condition()   # guards and signals active / max_active / executions
     trt.active = trt.max_active = trt.executions = 0
-    trt.delay = 0.0
+    trt.gate = None   # a threading.Event: executions wait on it while set up by a test
     trt.perturb = 0.0
     trt.garbage = False
     trt.builds = []
@@ -482,20 +379,4 @@ def make_fake_trt(cuda: FakeCuda, version: str = "10.3.0", weak_typing: bool = T
     trt.Runtime = Runtime
     trt.Builder = lambda logger: FakeBuilder(trt, logger)
     trt.OnnxParser = FakeParser
-    return trt
-
-
-def real_gpu_or_skip():
-    """tensorrt on a real CUDA device, or skip the calling test (gpu-marked tests only)."""
-    import pytest
-
-    from s3gen_runtime import gpu
-
-    trt = pytest.importorskip("tensorrt")
-    gpu._reset_for_tests(None)
-    try:
-        if gpu.device_count() == 0:
-            pytest.skip("no CUDA GPU")
-    except gpu.CudaError as e:
-        pytest.skip(str(e))
     return trt
