@@ -24,7 +24,7 @@ from s3gen_export.checkpoint import (
     split_ignored,
     to_parametrized_weight_norm,
 )
-from s3gen_export.synthetic import layout_from_json, synthetic_state_dict, write_synthetic_checkpoint
+from s3gen_export.synthetic import synthetic_state_dict, write_synthetic_checkpoint
 
 LAYOUT = Path(os.environ.get("S3GEN_GOLDEN_DIR", "/nonexistent")) / "s3gen_state_dict.json"
 

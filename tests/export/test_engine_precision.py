@@ -22,7 +22,7 @@ from s3gen_export.engines import (
     random_feeds,
     to_mixed_precision,
 )
-from s3gen_export.engines.precision import NAME_SCOPES_KEY
+from s3gen_export.onnx_scopes import NAME_SCOPES_KEY
 from s3gen_export.validate import snr_db
 from s3gen_runtime.errors import InputError
 

@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
-from ..onnx_scopes import NAME_SCOPES_KEY, module_path   # noqa: F401 (key re-exported by engines); shared with quantize
+from ..onnx_scopes import module_path   # shared with quantize
 from .errors import EngineBuildError
 
 
