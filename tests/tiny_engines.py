@@ -13,7 +13,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 import fake_tensorrt
-from s3gen_runtime.manifest import Audio, Engine, Manifest, load_manifest, write_manifest
+from s3gen_runtime.manifest import SCHEMA_VERSION, Audio, Engine, Manifest, load_manifest, write_manifest
 
 
 def _vi(name, elem, dims):
@@ -88,7 +88,7 @@ def write_tiny_artifacts(folder: Path, buckets=BUCKETS, precision="fp16", **reco
         prev = top
     spec = lambda name, shape: {"name": name, "dtype": "float32", "shape": shape}  # noqa: E731
     manifest = Manifest.from_dict({
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "tool": {"name": "s3gen-aot", "version": "0.1.0"},
         "versions": {"python": "3.11", "torch": None, "onnx": None, "onnxruntime": None, "tensorrt": "10.3.0"},
         "checkpoint": {"file": "s3gen.safetensors", "sha256": sha(b"ckpt"), "variant": "standard"},

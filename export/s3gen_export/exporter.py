@@ -80,7 +80,13 @@ def component_record(out: Path, g: ExportedGraph) -> dict:
     return {"file": g.path.relative_to(out).as_posix(), "sha256": sha256_file(g.path), "format": "onnx",
             "precision": g.precision, "opset": g.spec.opset, "spec_hash": g.spec.spec_hash(),
             "inputs": [t.to_manifest() for t in g.spec.inputs], "outputs": [t.to_manifest() for t in g.spec.outputs],
-            "validation": g.report.to_manifest()}
+            "validation": g.report.to_manifest(), "selftest": selftest_record(out, g.selftest)}
+
+
+def selftest_record(out: Path, selftest: dict | None) -> dict | None:
+    if selftest is None:
+        return None
+    return {**selftest, "sha256": sha256_file(Path(out) / selftest["file"])}
 
 
 def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, graphs: list[ExportedGraph],

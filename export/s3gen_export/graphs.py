@@ -23,6 +23,7 @@ class ExportedGraph:
     precision: str = "fp32"
     report: ValidationReport | None = None
     name: str = ""
+    selftest: dict | None = None   # int8 only: file (relative), snr_db, min_snr_db, cpu
 
     def __post_init__(self):
         self.name = self.name or self.spec.name

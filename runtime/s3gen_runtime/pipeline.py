@@ -33,12 +33,16 @@ from .batching import Batch, Request, check_mels, encoder_feeds, initial_noise, 
 from .constants import MAX_CFG_RATE, MEL_BINS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from .errors import ArtifactError, InputError
 from .manifest import Manifest, load_manifest
+from .runner_set import RunnerSet
+from .selftest import selftest_runner
 from .solvers import Velocity, get_solver, nfe, solve
 from .voice import Voice
 
 # The graphs each variant runs. estimator_cfg has guidance inside; estimator is used when cfg_rate = 0.
 GRAPHS = {"standard": ("encoder", "estimator_cfg", "estimator", "vocoder"),
           "meanflow": ("encoder", "estimator", "vocoder")}
+# Opened on first use: in the standard variant the unguided estimator repeats estimator_cfg's weights.
+LAZY_ROLES = {"standard": ("estimator",), "meanflow": ()}
 PRECISIONS = ("fp32", "int8")
 _F32 = np.float32
 
@@ -203,9 +207,13 @@ def select_components(manifest: Manifest, precision: str) -> dict[str, str]:
 # ---------------------------------------------------------------- the runtime
 
 class S3GenRuntime:
-    """Loads an artifact folder (every file's sha256 checked) and synthesises speech from it.
+    """Loads an artifact folder and synthesises speech from it.
 
-    backend_options go to the backend (onnxruntime: providers, intra_op_threads).
+    Each graph file is read once, and the bytes loaded are the bytes whose sha256 is checked; the
+    unguided estimator (cfg_rate = 0 only) is opened on first use. int8 graphs run their self-test
+    probe on this CPU as they open and are refused below their SNR floors (selftest.py).
+    backend_options go to the backend (onnxruntime: providers, intra_op_threads, allow_spinning,
+    memory_arena, arena_shrinkage).
     """
 
     def __init__(self, folder, backend: str = "onnxruntime", precision: str = "fp32", pad_to_bucket: bool = False,
@@ -217,13 +225,21 @@ class S3GenRuntime:
         if backend not in known_backends():   # before hashing a GB of graphs
             raise InputError(f"unknown backend {backend!r}; known backends: {', '.join(known_backends())}")
         self.folder = Path(folder)
-        self.manifest = load_manifest(self.folder, verify=True)
+        self.manifest = load_manifest(self.folder, verify=False)   # each runner verifies the bytes it loads
         self.precision = precision
         self.pad_to_bucket = pad_to_bucket
         self.backend = backend
         self.components = MappingProxyType(select_components(self.manifest, precision))
-        self.runners = MappingProxyType({role: open_runner(self.folder, self.manifest, name, backend, **backend_options)
-                                         for role, name in self.components.items()})
+        self.selftest_snr_db: dict[str, dict] = {}
+
+        def open_role(role: str) -> Runner:
+            name = self.components[role]
+            runner = open_runner(self.folder, self.manifest, name, backend, **backend_options)
+            if self.manifest.component(name).precision == "int8":
+                self.selftest_snr_db[name] = selftest_runner(self.folder, name, self.manifest.component(name), runner)
+            return runner
+
+        self.runners = RunnerSet(open_role, self.components, eager=[r for r in self.components if r not in LAZY_ROLES[self.variant]])
 
     @property
     def variant(self) -> str:

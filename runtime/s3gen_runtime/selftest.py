@@ -8,6 +8,7 @@ at a few dozen frames: milliseconds, and no fp32 graph needs to be opened.
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from .cpu import cpu_info, describe
 from .errors import ArtifactError
+from .manifest import read_verified_file
 from .metrics import snr_db
 
 INPUT_PREFIX = "in."
@@ -32,12 +34,14 @@ def write_probe(path, inputs: dict, references: dict) -> Path:
     return path
 
 
-def read_probe(path) -> tuple[dict, dict]:
-    with np.load(Path(path), allow_pickle=False) as data:
+def read_probe(source) -> tuple[dict, dict]:
+    """(inputs, references) from a probe file's path or an open binary file."""
+    path = source if hasattr(source, "read") else Path(source)
+    with np.load(path, allow_pickle=False) as data:
         inputs = {k[len(INPUT_PREFIX):]: data[k] for k in data.files if k.startswith(INPUT_PREFIX)}
         refs = {k[len(REFERENCE_PREFIX):]: data[k] for k in data.files if k.startswith(REFERENCE_PREFIX)}
     if not inputs or not refs:
-        raise ArtifactError(f"int8 self-test probe {path} holds no inputs or no references")
+        raise ArtifactError(f"int8 self-test probe {getattr(source, 'name', source)} holds no inputs or no references")
     return inputs, refs
 
 
@@ -55,21 +59,34 @@ def _probe_snr(got, ref) -> float:
     return snr_db(got, ref)
 
 
-def check_snrs(component: str, snrs: dict[str, float], floor_db: float, validated_on: dict | None,
+def check_snrs(component: str, snrs: dict[str, float], floors_db: dict[str, float], validated_on: dict | None,
                here: dict | None = None) -> None:
-    """ArtifactError naming every output below the floor, the CPU the graph was validated on and this one."""
-    low = {k: v for k, v in snrs.items() if not v >= floor_db}
+    """ArtifactError naming every output below its floor, the CPU the graph was validated on and this one."""
+    low = {k: v for k, v in snrs.items() if not v >= floors_db[k]}
     if not low:
         return
     here = here or cpu_info()
-    worst = ", ".join(f"{k} {v:.1f} dB" for k, v in sorted(low.items()))
+    worst = ", ".join(f"{k} {v:.1f} dB (floor {floors_db[k]:g} dB)" for k, v in sorted(low.items()))
     hint = ""
     if here.get("int8_dot_product") == "saturating-16bit":
         hint = (" This CPU has no VNNI: ONNX Runtime's u8 x s8 kernels saturate 16-bit sums on it; "
                 "re-export int8 here (s3gen-aot export --int8 validates it on this CPU) or use precision fp32.")
     origin = describe(validated_on) if validated_on else "an unrecorded CPU"
-    raise ArtifactError(f"{component}: int8 self-test failed on this CPU: {worst} against fp32, floor {floor_db:g} dB "
+    raise ArtifactError(f"{component}: int8 self-test failed on this CPU: {worst} against fp32 "
                         f"(validated on {origin}; this CPU: {describe(here)}).{hint or ' Use precision fp32.'}")
 
 
-__all__ = ["check_snrs", "probe_snrs", "read_probe", "write_probe"]
+def selftest_runner(folder, name: str, component, runner, here: dict | None = None) -> dict[str, float]:
+    """Run `component`'s recorded probe through `runner` (the int8 graph as opened here) and refuse it
+    below the floors; returns the SNRs measured on this CPU."""
+    record = component.selftest
+    if record is None:
+        raise ArtifactError(f"{name}: an int8 graph without a self-test record; re-export with --int8")
+    data = read_verified_file(folder, f"components.{name}.selftest", record.file, record.sha256)
+    inputs, refs = read_probe(io.BytesIO(data))
+    snrs = probe_snrs(runner.run, inputs, refs)
+    check_snrs(name, snrs, record.min_snr_db, record.cpu, here)
+    return snrs
+
+
+__all__ = ["check_snrs", "probe_snrs", "read_probe", "selftest_runner", "write_probe"]

@@ -14,7 +14,7 @@ from s3gen_export.exporter import check_output_folder, export_checkpoint
 from s3gen_export.graphs import ExportedGraph, ExportError
 from s3gen_export.onnx_export import random_ops, read_metadata
 from s3gen_runtime.audio import apply_trim_fade
-from s3gen_runtime.manifest import load_manifest, sha256_file
+from s3gen_runtime.manifest import SCHEMA_VERSION, load_manifest, sha256_file
 from s3gen_runtime.solvers import cosine_grid, linear_grid
 
 GOLDEN = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanflow_p25_n35_seed0.npz"}
@@ -183,4 +183,4 @@ def test_tolerance_miss_fails_export_without_manifest(exported, synthetic_checkp
 
 def test_manifest_is_json_with_schema_version(exported):
     data = json.loads((exported("meanflow") / "manifest.json").read_text())
-    assert data["schema_version"] == 1 and data["versions"]["torch"].startswith("2.13")
+    assert data["schema_version"] == SCHEMA_VERSION and data["versions"]["torch"].startswith("2.13")

@@ -63,3 +63,35 @@ TINY = dict(steps=2)
 def tiny(rng=None, prompt=3, new=4):
     rng = rng or np.random.default_rng(11)
     return rng.integers(0, 6561, new), random_voice(rng, prompt)
+
+
+def add_int8_standin(folder: Path, role: str = "vocoder", file: str | None = None, precision: str = "int8",
+                     selftest: bool = True) -> Path:
+    """Record a stand-in quantized graph as '<role>_int8' in folder's manifest: `role`'s fp32 graph
+    relabelled int8 (quantization keeps the spec), with its self-test probe written by the exporter's
+    own write_selftest. `file` records another file instead (e.g. the unlabelled fp32 graph)."""
+    import onnx
+    from s3gen_export.components import specs_for_variant
+    from s3gen_export.quantize import SELFTEST_DIR, write_selftest
+    from s3gen_runtime.manifest import sha256_file
+
+    data = json.loads((folder / "manifest.json").read_text())
+    src = folder / data["components"][role]["file"]
+    name = f"{role}_int8"
+    if file is None:
+        file = f"{name}.onnx"
+        proto = onnx.load(str(src))
+        for prop in proto.metadata_props:
+            if prop.key == "s3gen.precision":
+                prop.value = "int8"
+        onnx.save(proto, str(folder / file))
+    record = None
+    if selftest:
+        spec = next(s for s in specs_for_variant(data["checkpoint"]["variant"]) if s.name == role)
+        probe = f"{SELFTEST_DIR}/{name}.npz"
+        measured = write_selftest(spec, src, folder / file, folder / probe)
+        record = {"file": probe, "sha256": sha256_file(folder / probe), **measured}
+    data["components"][name] = dict(data["components"][role], file=file, precision=precision,
+                                    sha256=sha256_file(folder / file), selftest=record)
+    (folder / "manifest.json").write_text(json.dumps(data))
+    return folder

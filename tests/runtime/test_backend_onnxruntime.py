@@ -151,6 +151,32 @@ def test_intra_op_threads_gives_same_result(artifacts, vocoder):
     assert np.abs(a - b).max() < 1e-5   # measured ~0 : only the thread split differs
 
 
+def test_session_options_reach_the_session_and_keep_results(artifacts, vocoder):
+    folder, manifest = artifacts
+    lean = open_runner(folder, manifest, "vocoder", allow_spinning=False, memory_arena=False)
+    options = lean._session.get_session_options()
+    assert options.enable_cpu_mem_arena is False
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert vocoder._session.get_session_options().enable_cpu_mem_arena is True
+    shrinking = vocoder._run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+    assert shrinking == "cpu:0"   # the default: a long request's peak goes back to the OS
+    kept = open_runner(folder, manifest, "vocoder", arena_shrinkage=False)
+    with pytest.raises(RuntimeError):
+        kept._run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage")
+    for runner in (lean, kept):
+        assert np.abs(runner.run(vocoder_feeds())["wav"] - vocoder.run(vocoder_feeds())["wav"]).max() < 1e-5
+    for key in ("allow_spinning", "memory_arena", "arena_shrinkage"):
+        with pytest.raises(InputError, match=f"{key} must be True or False, got 1"):
+            open_runner(folder, manifest, "vocoder", **{key: 1})
+
+
+def test_graph_bytes_are_hashed_as_loaded(artifacts, tmp_path):
+    folder, manifest = artifacts
+    (tmp_path / "vocoder.onnx").write_bytes((folder / "vocoder.onnx").read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="components.vocoder: file vocoder.onnx is tampered or corrupt"):
+        open_runner(tmp_path, manifest, "vocoder")
+
+
 def test_registry_is_extensible(artifacts, monkeypatch):
     folder, manifest = artifacts
     monkeypatch.setattr(backends, "_BACKENDS", dict(backends._BACKENDS))   # the real registry comes back after

@@ -33,12 +33,13 @@ def component(file: str) -> dict:
         "validation": {"passed": True,
                        "cases": [{"name": "T120", "max_abs": {"v": 1.2e-5}, "max_rel": {"v": 3e-4}, "snr_db": {"v": 80.5}}],
                        "tolerance": {"v": {"atol": 1e-4, "rtol": 1e-3, "min_snr_db": None}}},
+        "selftest": None,
     }
 
 
 def manifest_dict() -> dict:
     return {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "tool": {"name": "s3gen-aot", "version": "0.1.0"},
         "versions": {"python": "3.11.9", "torch": "2.13.0", "onnx": "1.23.2", "onnxruntime": "1.32.0",
                      "tensorrt": None},
@@ -181,12 +182,14 @@ def test_wrong_types_and_values_are_refused(folder, mutate, match):
         load_manifest(folder)
 
 
-def test_schema_version_2_is_refused_before_its_new_keys(folder):
+@pytest.mark.parametrize("version", [1, SCHEMA_VERSION + 1])
+def test_other_schema_versions_are_refused_before_their_keys(folder, version):
     data = manifest_dict()
-    data["schema_version"] = 2
+    data["schema_version"] = version
     data["streaming"] = {"chunk": 25}
     write_dict(folder, data)
-    with pytest.raises(ManifestError, match="schema_version 2 is not supported: this runtime reads schema_version 1"):
+    with pytest.raises(ManifestError, match=f"schema_version {version} is not supported: this runtime reads "
+                                            f"schema_version {SCHEMA_VERSION}"):
         load_manifest(folder)
 
 
@@ -195,7 +198,7 @@ def test_schema_version_2_is_refused_before_its_new_keys(folder):
     ("[1, 2]", "must be a JSON object"),
     ("{}", "missing key schema_version"),
     ("{not json", "not valid JSON"),
-    ('{"schema_version": 1, "schema_version": 1}', "duplicate key 'schema_version'"),
+    ('{"schema_version": 2, "schema_version": 2}', "duplicate key 'schema_version'"),
 ])
 def test_malformed_files(folder, text, match):
     (folder / "manifest.json").write_text(text)

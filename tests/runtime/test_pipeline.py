@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_helpers import GOLDEN, TINY, count_calls, golden_case, linked_copy, max_diff, random_voice, tiny
+from pipeline_helpers import (GOLDEN, TINY, add_int8_standin, count_calls, golden_case, linked_copy, max_diff,
+                              random_voice, tiny)
 
 from s3gen_runtime.batching import Request, plan_layout, validate_requests
 from s3gen_runtime.buckets import make_buckets
 from s3gen_runtime.errors import ArtifactError, BucketError, InputError, ManifestError
-from s3gen_runtime.manifest import Tuning, sha256_file
+from s3gen_runtime.manifest import SCHEMA_VERSION, Tuning, sha256_file
 from s3gen_runtime.noise import draw_noise
 from s3gen_runtime.pipeline import S3GenRuntime, resolve_settings
 from s3gen_runtime.voice import Voice
@@ -226,10 +227,10 @@ def test_edited_spec_hash_is_refused_at_load(exported, tmp_path):
 
 def test_unknown_schema_version_is_refused(exported, tmp_path):
     def edit(data):
-        data["schema_version"] = 2
+        data["schema_version"] = SCHEMA_VERSION + 1
         return data
     folder = linked_copy(exported("standard"), tmp_path / "a", edit)
-    with pytest.raises(ManifestError, match="schema_version 2 is not supported"):
+    with pytest.raises(ManifestError, match=f"schema_version {SCHEMA_VERSION + 1} is not supported"):
         S3GenRuntime(folder)
 
 
@@ -296,26 +297,11 @@ def test_settings_come_from_tuning_then_caller(std):
     assert (s.steps, s.cfg_rate, s.nfe) == (1000, 10.0, 1000)
 
 
-def _add_int8_vocoder(folder: Path, file: str, precision: str = "int8") -> Path:
-    """Record `file` as the component vocoder_int8 in folder's manifest."""
-    data = json.loads((folder / "manifest.json").read_text())
-    data["components"]["vocoder_int8"] = dict(data["components"]["vocoder"], file=file, precision=precision,
-                                              sha256=sha256_file(folder / file))
-    (folder / "manifest.json").write_text(json.dumps(data))
-    return folder
-
-
 def test_int8_graphs_are_picked_and_checked(exported, mf, tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     src = exported("meanflow")
     # A stand-in for a quantized graph: the vocoder relabelled int8 (quantization keeps the spec).
-    folder = linked_copy(src, tmp_path / "a")
-    proto = onnx.load(str(src / "vocoder.onnx"))
-    for prop in proto.metadata_props:
-        if prop.key == "s3gen.precision":
-            prop.value = "int8"
-    onnx.save(proto, str(folder / "vocoder_int8.onnx"))
-    _add_int8_vocoder(folder, "vocoder_int8.onnx")
+    folder = add_int8_standin(linked_copy(src, tmp_path / "a"))
 
     int8 = S3GenRuntime(folder, precision="int8")
     assert dict(int8.components) == {"encoder": "encoder", "estimator": "estimator", "vocoder": "vocoder_int8"}
@@ -324,9 +310,10 @@ def test_int8_graphs_are_picked_and_checked(exported, mf, tmp_path):
     assert S3GenRuntime(folder).components["vocoder"] == "vocoder"   # fp32 ignores int8 graphs
 
     # an fp32 graph recorded as int8 in the manifest: its metadata gives it away
-    mislabelled = _add_int8_vocoder(linked_copy(src, tmp_path / "b"), "vocoder.onnx")
+    mislabelled = add_int8_standin(linked_copy(src, tmp_path / "b"), file="vocoder.onnx")
     with pytest.raises(ArtifactError, match="s3gen.precision is 'fp32', the manifest expects 'int8'"):
         S3GenRuntime(mislabelled, precision="int8")
-    recorded_fp32 = _add_int8_vocoder(linked_copy(src, tmp_path / "c"), "vocoder.onnx", precision="fp32")
+    recorded_fp32 = add_int8_standin(linked_copy(src, tmp_path / "c"), file="vocoder.onnx", precision="fp32",
+                                     selftest=False)
     with pytest.raises(ArtifactError, match="component 'vocoder_int8' is recorded as fp32, expected int8"):
         S3GenRuntime(recorded_fp32, precision="int8")

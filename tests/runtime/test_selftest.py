@@ -35,15 +35,16 @@ def test_empty_probe_is_refused(tmp_path):
 
 
 def test_passes_at_the_floor_and_refuses_below_naming_both_cpus():
-    check_snrs("estimator_int8", {"velocity": 25.0}, 25.0, VNNI, here=AVX2)
+    floors = {"velocity": 25.0, "other": 35.0}
+    check_snrs("estimator_int8", {"velocity": 25.0, "other": 35.0}, floors, VNNI, here=AVX2)
     with pytest.raises(ArtifactError) as e:
-        check_snrs("estimator_int8", {"velocity": 11.2, "other": 40.0}, 25.0, VNNI, here=AVX2)
+        check_snrs("estimator_int8", {"velocity": 11.2, "other": 40.0}, floors, VNNI, here=AVX2)
     message = str(e.value)
-    assert "estimator_int8: int8 self-test failed" in message and "velocity 11.2 dB" in message
-    assert "other" not in message and "floor 25 dB" in message
+    assert "estimator_int8: int8 self-test failed" in message and "velocity 11.2 dB (floor 25 dB)" in message
+    assert "other" not in message
     assert "validated on Xeon" in message and "this CPU: EPYC" in message and "no VNNI" in message
 
 
 def test_nan_output_fails():
     with pytest.raises(ArtifactError, match="-inf dB"):
-        check_snrs("encoder_int8", {"mu": -math.inf}, 25.0, None, here=VNNI)
+        check_snrs("encoder_int8", {"mu": -math.inf}, {"mu": 25.0}, None, here=VNNI)

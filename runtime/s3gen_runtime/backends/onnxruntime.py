@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..manifest import Component, Manifest
+from ..manifest import Component, Manifest, read_verified_file
 from .base import METADATA_PREFIX, Runner, check_graph_io, check_metadata, expected_metadata, onnx_component
 
 # ORT's type strings -> numpy dtype names used by the manifest.
@@ -56,30 +56,58 @@ def _graph_io(values) -> list[tuple]:
     return [(v.name, _ORT_DTYPES.get(v.type, v.type), v.shape) for v in values]
 
 
+def _flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def session_options(ort, intra_op_threads=None, allow_spinning: bool = True, memory_arena: bool = True):
+    """ORT session options of this backend. Spinning threads answer the next kernel sooner but burn
+    a core while waiting (worse on a machine shared with other work); without the memory arena every
+    buffer is malloc'ed and freed per run, so memory returns to the OS (see `arena_shrinkage` for
+    the middle way)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3   # ORT's warnings (e.g. unused initializers) are noise to users
+    threads = _threads(intra_op_threads)
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if not _flag("allow_spinning", allow_spinning):
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.enable_cpu_mem_arena = _flag("memory_arena", memory_arena)
+    return options
+
+
 class OnnxRuntimeRunner(Runner):
     """An ONNX graph under ONNX Runtime, checked against its manifest record before first use.
 
     `expected_metadata` maps metadata_props keys to accepted values; by default the record's
     spec_hash (and the component name when `name` is given). open_runner passes the full set.
+    `model_bytes`: the graph already read (and hashed) by the caller; the file is not read again.
+    `arena_shrinkage`: after each run, the CPU arena hands its free chunks back to the OS, so a long
+    request does not keep its peak for the life of the process.
     """
 
     def __init__(self, path, component: Component, providers=None, intra_op_threads=None, *,
-                 name: str | None = None, expected_metadata: dict | None = None):
+                 name: str | None = None, expected_metadata: dict | None = None, model_bytes: bytes | None = None,
+                 allow_spinning: bool = True, memory_arena: bool = True, arena_shrinkage: bool = True):
         super().__init__(name or Path(path).stem, component)
         ort = import_onnxruntime()
-        options = ort.SessionOptions()
-        options.log_severity_level = 3   # ORT's warnings (e.g. unused initializers) are noise to users
-        threads = _threads(intra_op_threads)
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        options = session_options(ort, intra_op_threads, allow_spinning, memory_arena)
         provider_list = _providers(ort, providers)
         path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"{self.name}: graph file {path} is missing")
+        if model_bytes is None:
+            if not path.is_file():
+                raise ArtifactError(f"{self.name}: graph file {path} is missing")
+            model_bytes = path.read_bytes()
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=provider_list)
+            self._session = ort.InferenceSession(model_bytes, options, providers=provider_list)
         except Exception as e:   # ORT raises its own exception types for unreadable models
             raise ArtifactError(f"{self.name}: ONNX Runtime cannot load {path}: {e}") from e
+        del model_bytes   # ORT keeps its own copy of what it needs
+        self._run_options = ort.RunOptions()
+        if _flag("arena_shrinkage", arena_shrinkage) and memory_arena:
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         if expected_metadata is None:
             expected_metadata = {METADATA_PREFIX + "spec_hash": (component.spec_hash,)}
             if name is not None:
@@ -92,12 +120,18 @@ class OnnxRuntimeRunner(Runner):
 
     def _run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         # InferenceSession.run is thread-safe; the session holds no per-call state of ours.
-        values = self._session.run(outputs, feeds)
+        values = self._session.run(outputs, feeds, self._run_options)
         return dict(zip(outputs, values))
 
 
+SESSION_OPTIONS = frozenset({"intra_op_threads", "allow_spinning", "memory_arena", "arena_shrinkage"})
+
+
 def open_onnxruntime(folder, manifest: Manifest, component_name: str, **options) -> OnnxRuntimeRunner:
-    """The runner for `component_name` of the artifact folder, metadata checked in full."""
-    component = onnx_component(manifest, component_name, "onnxruntime", options, {"providers", "intra_op_threads"})
+    """The runner for `component_name` of the artifact folder, metadata checked in full; the graph
+    file is read once, and those bytes are both hashed and loaded."""
+    component = onnx_component(manifest, component_name, "onnxruntime", options, SESSION_OPTIONS | {"providers"})
+    data = read_verified_file(folder, f"components.{component_name}", component.file, component.sha256)
     return OnnxRuntimeRunner(Path(folder) / component.file, component, name=component_name,
-                             expected_metadata=expected_metadata(manifest, component_name), **options)
+                             expected_metadata=expected_metadata(manifest, component_name), model_bytes=data,
+                             **options)

@@ -11,8 +11,9 @@ from .fields import read_dict, read_list, read_object, type_error
 from .graphs import Component, Engine
 from .sections import Audio, Checkpoint, Defaults, Tool, Tuning, Versions, bucket_from_dict, bucket_to_dict
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+# 2: fused-attention estimators, int8 self-test records
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = (2,)
 MANIFEST_NAME = "manifest.json"
 
 
@@ -132,5 +133,7 @@ class Manifest:
     def files(self) -> list:
         """(key path, relative file, sha256) of every component and engine file."""
         out = [(f"components.{n}", c.file, c.sha256) for n, c in self.components.items()]
+        out += [(f"components.{n}.selftest", c.selftest.file, c.selftest.sha256)
+                for n, c in self.components.items() if c.selftest is not None]
         out += [(f"engines[{i}]", e.file, e.sha256) for i, e in enumerate(self.engines)]
         return out

@@ -22,6 +22,23 @@ def sha256_file(path, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def tampered(where: str, rel: str, actual: str, expected: str) -> ArtifactError:
+    return ArtifactError(f"{where}: file {rel} is tampered or corrupt: sha256 {actual[:12]}... "
+                         f"but the manifest expects {expected[:12]}...; re-export the artifacts")
+
+
+def read_verified_file(folder, where: str, rel: str, expected: str) -> bytes:
+    """The file's bytes, hashed in memory: the bytes checked are the bytes used (no second read)."""
+    p = Path(folder) / rel
+    if not p.is_file():
+        raise ArtifactError(f"{where}: file {rel} is missing from {folder}")
+    data = p.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise tampered(where, rel, actual, expected)
+    return data
+
+
 def verify_files(folder, manifest: Manifest) -> None:
     """Every component and engine file exists and has its recorded sha256."""
     folder = Path(folder)
@@ -31,10 +48,7 @@ def verify_files(folder, manifest: Manifest) -> None:
             raise ArtifactError(f"{where}: file {rel} is missing from {folder}")
         actual = sha256_file(p)
         if actual != expected:
-            raise ArtifactError(
-                f"{where}: file {rel} is tampered or corrupt: sha256 {actual[:12]}... "
-                f"but the manifest expects {expected[:12]}...; re-export the artifacts"
-            )
+            raise tampered(where, rel, actual, expected)
 
 
 def write_manifest(folder, manifest: Manifest) -> Path:

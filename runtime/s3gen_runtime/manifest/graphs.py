@@ -120,8 +120,37 @@ def _output_failures(case: ValidationCase, name: str, tol: Tolerance) -> list:
 
 
 @dataclass(frozen=True)
+class SelfTest:
+    """An int8 graph's load-time check (selftest.py): a probe file of inputs and fp32 outputs, the SNR
+    floor per output, the SNRs measured at export and the CPU they were measured on (its int8 kernels
+    decide them)."""
+
+    file: str
+    sha256: str
+    min_snr_db: dict
+    snr_db: dict
+    cpu: dict
+
+    _KEYS = ("file", "sha256", "min_snr_db", "snr_db", "cpu")
+
+    @classmethod
+    def from_dict(cls, data, path: str) -> "SelfTest":
+        d = read_object(data, path, cls._KEYS)
+        cpu = json_copy(read_dict(d, "cpu", path), key_path(path, "cpu"))
+        floors, measured = read_float_map(d, "min_snr_db", path), read_float_map(d, "snr_db", path)
+        if not floors or set(floors) != set(measured):
+            raise ManifestError(f"{path}: min_snr_db and snr_db must name the same, non-empty set of outputs")
+        return cls(read_rel_file(d, "file", path), read_sha256(d, "sha256", path), floors, measured, cpu)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "sha256": self.sha256, "min_snr_db": dict(self.min_snr_db), "snr_db": dict(self.snr_db),
+                "cpu": json_copy(self.cpu, "cpu")}
+
+
+@dataclass(frozen=True)
 class Component:
-    """One exported graph (ONNX file) with its I/O spec and validation record."""
+    """One exported graph (ONNX file) with its I/O spec and validation record; int8 graphs also carry
+    their self-test (fp32 graphs: None)."""
 
     file: str
     sha256: str
@@ -132,11 +161,12 @@ class Component:
     inputs: tuple
     outputs: tuple
     validation: Validation
+    selftest: Optional[SelfTest] = None
 
     @classmethod
     def from_dict(cls, data, path: str) -> "Component":
         d = read_object(data, path, ("file", "sha256", "format", "precision", "opset", "spec_hash",
-                              "inputs", "outputs", "validation"))
+                              "inputs", "outputs", "validation", "selftest"))
         io = {}
         for key in ("inputs", "outputs"):
             specs = tuple(TensorSpec.from_dict(s, f"{path}.{key}[{i}]") for i, s in enumerate(read_list(d, key, path)))
@@ -147,13 +177,24 @@ class Component:
         return cls(read_rel_file(d, "file", path), read_sha256(d, "sha256", path), read_choice(d, "format", path, COMPONENT_FORMATS),
                    read_choice(d, "precision", path, COMPONENT_PRECISIONS), read_int(d, "opset", path, minimum=1),
                    read_str(d, "spec_hash", path), io["inputs"], io["outputs"],
-                   Validation.from_dict(d["validation"], key_path(path, "validation")))
+                   Validation.from_dict(d["validation"], key_path(path, "validation")),
+                   _selftest(d, path))
 
     def to_dict(self) -> dict:
         return {"file": self.file, "sha256": self.sha256, "format": self.format, "precision": self.precision,
                 "opset": self.opset, "spec_hash": self.spec_hash,
                 "inputs": [s.to_dict() for s in self.inputs], "outputs": [s.to_dict() for s in self.outputs],
-                "validation": self.validation.to_dict()}
+                "validation": self.validation.to_dict(),
+                "selftest": None if self.selftest is None else self.selftest.to_dict()}
+
+
+def _selftest(d: dict, path: str) -> Optional[SelfTest]:
+    """int8 graphs must carry one: their accuracy depends on the CPU they run on."""
+    if d["selftest"] is None:
+        if d["precision"] == "int8":
+            raise ManifestError(f"{path}.selftest is null: an int8 graph needs its self-test probe (re-export with --int8)")
+        return None
+    return SelfTest.from_dict(d["selftest"], key_path(path, "selftest"))
 
 
 @dataclass(frozen=True)
