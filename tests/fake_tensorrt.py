@@ -2,7 +2,8 @@
 
 `make_fake_trt` is a stand-in `tensorrt` module: an "engine" is a header plus an ONNX graph that
 ONNX Runtime executes on the bound device memory; its builder records the flags, pinned layers and
-profile of every build, and its parser refuses what TensorRT's ONNX parser refuses (float64).
+profile of every build, and its parser refuses what TensorRT's ONNX parser refuses (float64, ops of
+other domains than the standard one).
 They implement the calls the runtime backend and the engine build make, so every check, buffer,
 pool, graph-capture and build path runs for real.
 
@@ -240,6 +241,10 @@ class FakeParser:
                 if node.op_type == "Constant" and a.name == "value" and a.HasField("t"):
                     types_[node.output[0]] = a.t.data_type
         for node in graph.node:
+            # TensorRT's ONNX parser knows the standard domain only (no com.microsoft contrib ops)
+            if node.domain not in ("", "ai.onnx"):
+                self.errors.append(f"In node {node.name!r} ({node.domain}.{node.op_type}): no importer registered "
+                                   f"for op: {node.op_type}")
             # TensorRT has no double precision: its ONNX parser refuses any float64 tensor
             doubles = [t for t in list(node.input) + list(node.output) if t and types_.get(t) == TensorProto.DOUBLE]
             doubles += [node.name for a in node.attribute if a.name == "to" and a.i == TensorProto.DOUBLE]

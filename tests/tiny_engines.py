@@ -102,7 +102,8 @@ def write_tiny_artifacts(folder: Path, buckets=BUCKETS, precision="fp16", **reco
                        spec("mu", ["batch", 80, "frames"]), spec("t", ["batch"])],
             "outputs": [spec("velocity", ["batch", 80, "frames"])],
             "validation": {"passed": True, "cases": [],
-                           "tolerance": {"velocity": {"atol": 1e-3, "rtol": 1e-3, "min_snr_db": None}}}}},
+                           "tolerance": {"velocity": {"atol": 1e-3, "rtol": 1e-3, "min_snr_db": None}}},
+            "selftest": None}},
         "engines": engines,
         "tuning": None,
     })

@@ -183,14 +183,16 @@ def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, step
     row = validate_request(Request(tokens, voice, seed, noise), (Bucket("positional table", MAX_MEL_FRAMES),))
 
     from .model.s3gen import load_s3gen
-    from .reference import Noise, synthesize, upstream_defaults
+    from s3gen_runtime.manifest import Defaults
+
+    from .reference import Noise, synthesize
 
     start = time.perf_counter()
     model = load_s3gen(checkpoint)
     click.echo(f"loaded {checkpoint} ({model.variant}, eager torch reference) in {time.perf_counter() - start:.2f} s")
     # The overrides are resolved exactly as for artifacts of this checkpoint (upstream's defaults, no
     # tuning); resolve_settings reads only these three fields of a manifest.
-    exported_as = SimpleNamespace(defaults=upstream_defaults(model.variant), tuning=None,
+    exported_as = SimpleNamespace(defaults=Defaults.upstream(model.variant), tuning=None,
                                   checkpoint=SimpleNamespace(variant=model.variant))
     # With the solver limited to euler/meanflow above, this leaves exactly upstream's solver for the variant.
     settings = resolve_settings(exported_as, solver, steps, cfg_rate)

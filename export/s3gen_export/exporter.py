@@ -10,14 +10,13 @@ from typing import Callable
 
 from s3gen_runtime import __version__ as runtime_version
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
-from s3gen_runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Audio, Manifest, sha256_file, write_manifest
+from s3gen_runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, Manifest, sha256_file, write_manifest
 
 from .checkpoint import file_sha256
 from .components import specs_for_variant
 from .graphs import ExportedGraph, ExportError
 from .model.s3gen import S3Gen, load_s3gen
 from .onnx_export import export_component
-from .reference import upstream_defaults
 from .transforms import prepare_for_export
 from .validate import validate_component
 
@@ -97,7 +96,7 @@ def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: st
         "versions": library_versions(),
         "checkpoint": {"file": Path(checkpoint).name, "sha256": checkpoint_sha, "variant": variant},
         "audio": Audio.current().to_dict(),
-        "defaults": upstream_defaults(variant).to_dict(),
+        "defaults": Defaults.upstream(variant).to_dict(),
         "buckets": [{"name": b.name, "mel_frames": b.mel_frames} for b in make_buckets(buckets)],
         "components": {g.name: component_record(Path(out), g) for g in graphs},
         "engines": [],

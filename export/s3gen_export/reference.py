@@ -12,8 +12,6 @@ import numpy as np
 import torch
 
 from s3gen_runtime.audio import apply_trim_fade
-from s3gen_runtime.constants import DEFAULT_CFG_RATE, DEFAULT_STEPS
-from s3gen_runtime.manifest import Defaults
 
 from .model.estimator import GuidedEstimator
 from .model.s3gen import S3Gen
@@ -24,13 +22,6 @@ class Noise:
     z: np.ndarray            # (1, 80, 2(P+N)) x(t=0) for the whole sequence, prompt frames included
     sine_phase: np.ndarray   # (1, 9, 1)
     sine_noise: np.ndarray   # (1, 9, 960 N)
-
-
-def upstream_defaults(variant: str) -> Defaults:
-    """The setting upstream runs for a model variant: the manifest's defaults, and the reference's."""
-    if variant == "meanflow":
-        return Defaults("meanflow", DEFAULT_STEPS[variant], 0.0)
-    return Defaults("euler", DEFAULT_STEPS[variant], DEFAULT_CFG_RATE)
 
 
 def time_grid(n_timesteps: int, cosine: bool) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Fixtures of the engine tests: the exported synthetic graphs (exported once per session by tests/conftest.py)."""
 from __future__ import annotations
 
-import onnx
 import pytest
 
+from s3gen_export.engines.build import load_for_tensorrt
 from s3gen_runtime.manifest import load_manifest
 
 
@@ -16,12 +16,12 @@ def standard(exported):
 
 @pytest.fixture(scope="module")
 def protos(exported):
-    """protos(variant, graph name) -> the loaded ONNX ModelProto (cached)."""
+    """protos(variant, graph name) -> the ONNX ModelProto an engine build starts from (cached)."""
     cache = {}
 
     def get(variant, name):
         if (variant, name) not in cache:
-            cache[(variant, name)] = onnx.load(str(exported(variant) / f"{name}.onnx"))
+            cache[(variant, name)] = load_for_tensorrt(exported(variant) / f"{name}.onnx")
         return cache[(variant, name)]
 
     return get

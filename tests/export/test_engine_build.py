@@ -101,6 +101,27 @@ def test_the_parser_refuses_float64_as_tensorrt_does(fake_trt):
     assert trt.builds == []
 
 
+def test_fused_attention_reaches_tensorrt_as_standard_ops(fake_trt, standard):
+    """The exported estimator holds com.microsoft.MultiHeadAttention, which TensorRT's parser refuses; the
+    graph the builder gives it has none left, and it parses."""
+    import onnx
+
+    from s3gen_export.engines.build import load_for_tensorrt
+
+    _, trt = fake_trt()
+    folder, _ = standard
+    fused = onnx.load(str(folder / "estimator_cfg.onnx"), load_external_data=False)
+    assert sum(n.op_type == "MultiHeadAttention" for n in fused.graph.node) == 56
+    builder = trt.Builder(trt_logger(trt))
+    profile = {"x": ((1, 80, 8), (1, 80, 64), (1, 80, 128))}
+    with pytest.raises(EngineBuildError, match="no importer registered for op: MultiHeadAttention"):
+        build_serialized_engine(trt, builder, fused.SerializeToString(), profile, "fp32", strongly_typed=False)
+    portable = load_for_tensorrt(folder / "estimator_cfg.onnx")
+    assert {n.domain for n in portable.graph.node} <= {"", "ai.onnx"}
+    assert sum(n.op_type == "Softmax" for n in portable.graph.node) == 56
+    build_serialized_engine(trt, builder, portable.SerializeToString(), profile, "fp32", strongly_typed=False)
+
+
 def test_build_engines_end_to_end(fake_trt, small_artifacts, standard):
     cuda, trt = fake_trt()
     folder = small_artifacts()

@@ -5,10 +5,8 @@ Measured on this project's CPU (ORT 1.32, fp32) against the golden files: standa
 wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. A row in a padded batch against the same
 request alone: mel <= 6.3e-6, wav <= 4.2e-5 (with or without pad_to_bucket).
 """
-import json
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from pipeline_helpers import (GOLDEN, TINY, add_int8_standin, count_calls, golde
 from s3gen_runtime.batching import Request, plan_layout, validate_requests
 from s3gen_runtime.buckets import make_buckets
 from s3gen_runtime.errors import ArtifactError, BucketError, InputError, ManifestError
-from s3gen_runtime.manifest import SCHEMA_VERSION, Tuning, sha256_file
+from s3gen_runtime.manifest import SCHEMA_VERSION, Tuning
 from s3gen_runtime.noise import draw_noise
 from s3gen_runtime.pipeline import S3GenRuntime, resolve_settings
 from s3gen_runtime.voice import Voice

@@ -3,7 +3,7 @@
     run_bench(out, quick=False, checkpoint=None, workdir="artifacts/bench")
 
 Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
-d. memory (memory.py). Each writes <section>.json into `out`; report.py writes summary.md and
+d. memory (memory.py), e. meanflow end to end (meanflow.py). Each writes <section>.json into `out`; report.py writes summary.md and
 plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
 and reused while current (setup.py).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from .common import Progress, load_average, machine_info, write_json
 from .config import BenchConfig
 
-SECTIONS = ("speed", "fidelity", "scaling", "memory")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow")
 
 
 def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
@@ -81,6 +81,9 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         from .speed import run_speed
 
         results["speed"] = run_speed(cfg, checkpoint, artifacts, workdir / "speed", int8, progress)
+        from .flops import estimator_flop_model
+
+        results["speed"]["estimator_flops"] = estimator_flop_model(checkpoint)
         write_json(out / "speed.json", results["speed"])
         plots += plot_speed(results["speed"], out)
         progress(f"[a] done in {results['speed']['seconds'] / 60:.1f} min")
@@ -109,6 +112,13 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         results["memory"] = run_memory(artifacts, results.get("speed"), progress)
         write_json(out / "memory.json", results["memory"])
         plots += plot_memory(results["memory"], out)
+    if "meanflow" in sections:
+        progress("[e] meanflow (Turbo): eager vs ONNX Runtime fp32 / int8, 2 steps without CFG")
+        from .meanflow import run_meanflow
+
+        results["meanflow"] = run_meanflow(cfg, workdir, progress)
+        write_json(out / "meanflow.json", results["meanflow"])
+        progress(f"[e] done in {results['meanflow']['seconds'] / 60:.1f} min")
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
@@ -136,10 +146,10 @@ def rebuild_report(out, progress: Progress = print) -> dict:
                "load_average_at_end": machine.get("load_average_at_end")}
     plots = []
     for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
-                       ("memory", plot_memory)):
+                       ("memory", plot_memory), ("meanflow", None)):
         if (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
-            plots += plot(results[name], out)
+            plots += plot(results[name], out) if plot else []
     summary = write_summary(out, results)
     progress(f"rebuilt {summary} and {len(plots)} plots from the JSON in {out}")
     results["files"] = [str(p) for p in [summary, *plots]]

@@ -148,8 +148,14 @@ def library_versions() -> dict:
 
 
 def machine_info() -> dict:
+    from s3gen_runtime.cpu import cpu_info
+
+    from .flops import peak_gflops
+
     return {
         "cpu_model": _cpu_model(),
+        "cpu": cpu_info(),               # flags (AVX2/AVX-512/VNNI/BF16/AMX): the machines differ
+        "peak_fp32": peak_gflops(),
         "cores": os.cpu_count(),
         "ram_gib": _ram_gib(),
         "platform": platform.platform(),

@@ -8,8 +8,6 @@ import numpy as np
 
 from .common import Progress
 
-# the graphs S3GenRuntime opens for each precision (pipeline.select_components)
-ROLES = ("encoder", "estimator_cfg", "estimator", "vocoder")
 
 
 def initializer_bytes(path: Path) -> dict:
@@ -27,19 +25,19 @@ def initializer_bytes(path: Path) -> dict:
 
 
 def run_memory(artifacts: Path, speed: dict | None, progress: Progress = print) -> dict:
+    from s3gen_runtime.errors import ArtifactError
     from s3gen_runtime.manifest import load_manifest
+    from s3gen_runtime.pipeline import LAZY_ROLES, select_components
 
     manifest = load_manifest(artifacts, verify=False)
     graphs = {name: {**initializer_bytes(Path(artifacts) / c.file), "precision": c.precision}
               for name, c in manifest.components.items()}
     precisions = {}
     for precision in ("fp32", "int8"):
-        chosen = {}
-        for role in ROLES:
-            name = role + "_int8" if precision == "int8" and role + "_int8" in graphs else role
-            if name in graphs:
-                chosen[role] = name
-        if precision == "int8" and not any(n.endswith("_int8") for n in chosen.values()):
+        try:   # the graphs a runtime opens at load (the lazily opened ones are not resident until used)
+            chosen = {role: name for role, name in select_components(manifest, precision).items()
+                      if role not in LAZY_ROLES[manifest.checkpoint.variant]}
+        except ArtifactError:   # no int8 graphs in these artifacts
             continue
         total = sum(graphs[n]["bytes"] for n in chosen.values())
         precisions[precision] = {"graphs": chosen, "weights_mb": total / 2 ** 20}
@@ -56,3 +54,33 @@ def run_memory(artifacts: Path, speed: dict | None, progress: Progress = print) 
             "note": f"peak RSS: VmHWM of each configuration's own process (/proc/self/status; not ru_maxrss, "
                     f"which Linux carries over from the parent across fork and exec), over its warm-up and every "
                     f"run up to {longest} s of audio (section a)"}
+
+
+def memory_targets(speed: dict | None) -> list[dict]:
+    """Peak RSS against eager's at every length (fp32 <= 1x, int8 <= 0.6x), and RSS after the longest
+    request back within 20% of RSS after load."""
+    if not speed:
+        return []
+    rows = {(r["config"], r["audio_seconds"]): r for r in speed["table"]}
+    lengths = sorted({s for _, s in rows})
+    out = []
+    for config, limit in (("ort-fp32", 1.0), ("ort-int8", 0.6)):
+        ratios = [(s, rows[(config, s)]["peak_rss_mb"] / rows[("eager", s)]["peak_rss_mb"]) for s in lengths
+                  if (config, s) in rows and ("eager", s) in rows and rows[(config, s)].get("peak_rss_mb")
+                  and rows[("eager", s)].get("peak_rss_mb")]
+        if not ratios:
+            continue
+        worst = max(ratios, key=lambda x: x[1])
+        out.append({"target": f"peak RSS {config} <= {limit:g}x eager at every length",
+                    "measured": ", ".join(f"{r:.2f}x @ {s:g} s" for s, r in ratios), "met": worst[1] <= limit,
+                    "detail": "" if worst[1] <= limit else f"{worst[1]:.2f}x at {worst[0]:g} s"})
+    for config in ("ort-fp32", "ort-int8"):
+        status = speed["configs"].get(config, {})
+        longest = max((s for c, s in rows if c == config and rows[(c, s)].get("rss_after_run_mb")), default=None)
+        if longest is None or not status.get("rss_after_load_mb"):
+            continue
+        ratio = rows[(config, longest)]["rss_after_run_mb"] / status["rss_after_load_mb"]
+        out.append({"target": f"{config}: RSS after the {longest:g} s request <= 1.2x RSS after load",
+                    "measured": f"{rows[(config, longest)]['rss_after_run_mb']:.0f} MiB vs {status['rss_after_load_mb']:.0f} "
+                                f"MiB after load ({ratio:.2f}x)", "met": ratio <= 1.2, "detail": ""})
+    return out

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .flops import efficiency_lines
+from .meanflow import meanflow_section, meanflow_target
+from .memory import memory_targets
+
 TARGETS = {"fp32_e2e": 1.5, "int8_e2e": 2.5, "int8_mel_snr_db": 30.0, "int8_estimator": 2.0}
 SYNTHETIC_NOTE = ("**All numbers come from the synthetic checkpoint**: deterministic pseudo-random weights with the "
                   "real architecture and sizes (`s3gen-aot synth-checkpoint`), not trained weights. Speed and memory "
@@ -302,6 +306,10 @@ def write_summary(out: Path, results: dict) -> Path:
     lines = [f"# s3gen-aot benchmark{' (--quick)' if results['config']['quick'] else ''}", "", SYNTHETIC_NOTE, "",
              "## Machine", "",
              f"- CPU: {m['cpu_model']}, {m['cores']} cores; RAM {m['ram_gib']} GiB; {m['platform']}",
+             f"- CPU flags: {' '.join((m.get('cpu') or {}).get('flags', [])) or 'not recorded'}; int8 dot products "
+             f"via {(m.get('cpu') or {}).get('int8_dot_product', 'not recorded')}; peak fp32 "
+             + (f"{m['peak_fp32']['gflops']:.0f} GFLOP/s ({m['peak_fp32']['formula']})"
+                if (m.get('peak_fp32') or {}).get('gflops') else "unknown"),
              f"- Python {v.get('python')}, torch {v.get('torch')}, onnxruntime {v.get('onnxruntime')}, onnx "
              f"{v.get('onnx')}, numpy {v.get('numpy')}, matplotlib {v.get('matplotlib')}, s3gen-aot {v.get('s3gen-aot')}",
              f"- Date: {m['date']}; load average at start {m['load_average_at_start']}, at end "
@@ -311,7 +319,10 @@ def write_summary(out: Path, results: dict) -> Path:
              + (f" (export {results['setup']['seconds'] / 60:.1f} min)" if results["setup"].get("exported") else
                 " (export reused)"), ""]
     speed, fid = results.get("speed"), results.get("fidelity")
-    tg = targets(speed, fid, results.get("scaling"))
+    tg = targets(speed, fid, results.get("scaling")) + memory_targets(speed)
+    mf_target = meanflow_target(results.get("meanflow"))
+    tg += [{"target": mf_target["target"], "measured": mf_target["measured"], "met": mf_target["met"],
+            "detail": mf_target["why"]}] if mf_target else []
     if tg:
         lines += ["## Targets", "", "| target | measured | met | what stands in the way |", "|---|---|---|---|"]
         for t in tg:
@@ -319,6 +330,7 @@ def write_summary(out: Path, results: dict) -> Path:
         lines.append("")
     if speed:
         lines += _speed_section(speed)
+        lines += efficiency_lines(speed, speed.get("estimator_flops"), m.get("peak_fp32"))
     if fid:
         lines += _fidelity_section(fid)
     if results.get("scaling"):
@@ -328,7 +340,9 @@ def write_summary(out: Path, results: dict) -> Path:
         extra = _memory_observations(results["memory"], speed)
         at = mem_lines.index("![memory](memory.png)")
         lines += mem_lines[:at] + extra + ([""] if extra else []) + mem_lines[at:]
-    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, machine.json (all numbers, "
+    if results.get("meanflow"):
+        lines += meanflow_section(results["meanflow"])
+    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, machine.json (all numbers, "
               "every run); this summary; the PNG plots.", ""]
     path = Path(out) / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")

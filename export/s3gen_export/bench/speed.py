@@ -22,7 +22,7 @@ from s3gen_runtime.metrics import snr_db
 from .common import Progress, load_average, max_abs, median, tokens_for_seconds
 from .config import BenchConfig
 from .procs import WorkerError, WorkerProcess
-from .worker import UPSTREAM
+from .worker import upstream_setting
 
 BASELINE = "eager"
 TORCH_CONFIGS = ("eager", "compile")
@@ -98,7 +98,7 @@ def _errors(got: dict, ref: dict) -> dict:
 
 
 def run_speed(cfg: BenchConfig, checkpoint: Path, artifacts: Path, workdir: Path, int8: bool,
-              progress: Progress = print) -> dict:
+              progress: Progress = print, variant: str = "standard") -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     configs = [BASELINE, "ort-fp32"] + (["ort-int8"] if int8 else []) + (["compile"] if cfg.compile else [])
@@ -214,7 +214,8 @@ def run_speed(cfg: BenchConfig, checkpoint: Path, artifacts: Path, workdir: Path
             status[name]["peak_rss_mb"] = final["peak_rss_mb"]
     table = summarize(cfg, runs, components, outputs, status)
     return {"settings": {"prompt_tokens": prompt, "lengths_s": list(cfg.speed_lengths_s),
-                         "repeats": list(cfg.speed_repeats), **UPSTREAM, "eager_threads": "all cores",
+                         "repeats": list(cfg.speed_repeats), **upstream_setting(variant), "variant": variant,
+                         "eager_threads": "all cores",
                          "torch_omp_wait_policy": cfg.torch_omp_wait_policy or "libgomp default",
                          "onnxruntime_threads": "runtime default (one per physical core)",
                          "noise": "draw_noise(0, P, N), identical for every configuration"},
@@ -242,7 +243,9 @@ def summarize(cfg: BenchConfig, runs, components, outputs, status) -> list[dict]
                "encoder_seconds": median([r["encoder"] for r in rs]) if rs else None,
                "estimator_call_seconds": median(calls) if calls else None,
                "vocoder_seconds": median([r["vocoder"] for r in rs]) if rs else None,
-               "peak_rss_mb": max(r["peak_rss_mb"] for r in rs) if rs else status.get(name, {}).get("peak_rss_mb")}
+               "peak_rss_mb": max(r["peak_rss_mb"] for r in rs) if rs else status.get(name, {}).get("peak_rss_mb"),
+               # what the process keeps once the request is done (compare rss_after_load_mb)
+               "rss_after_run_mb": max(r["rss_after_mb"] for r in rs) if rs else None}
         if rs:
             row["rtf"] = row["e2e_seconds"] / seconds
             row["e2e_min_seconds"], row["e2e_max_seconds"] = min(r["total"] for r in rs), max(r["total"] for r in rs)

@@ -32,7 +32,16 @@ from .common import current_rss_mb, peak_rss_mb, synthetic_tokens, synthetic_voi
 
 RESULT_PREFIX = "@@bench "
 CONFIGS = ("eager", "compile", "ort-fp32", "ort-int8")
-UPSTREAM = {"solver": "euler", "steps": 10, "cfg_rate": 0.7}
+
+
+def upstream_setting(variant: str) -> dict:
+    """Upstream's algorithm for a model variant (standard: 10 Euler steps, CFG 0.7; meanflow: 2 steps)."""
+    from s3gen_runtime.manifest import Defaults
+
+    return Defaults.upstream(variant).to_dict()
+
+
+UPSTREAM = upstream_setting("standard")
 _clock = time.perf_counter
 
 
@@ -87,6 +96,7 @@ class EagerWorker:
         est = self.model.flow.decoder.estimator
         inner = torch.compile(est, dynamic=True) if compile_estimator else est
         self.model.flow.decoder.estimator = _TimedEstimator(inner, est.meanflow, self.timings.calls)
+        self.setting = upstream_setting(self.model.variant)
         self._instrument()
 
     def _instrument(self):
@@ -110,7 +120,7 @@ class EagerWorker:
 
         tokens, voice, noise = request(prompt, new, seed)
         out = synthesize(self.model, tokens, voice.prompt_token, voice.prompt_feat, voice.embedding, Noise(**noise),
-                         n_timesteps=steps, cfg_rate=UPSTREAM["cfg_rate"])
+                         n_timesteps=steps, cfg_rate=self.setting["cfg_rate"])
         return out["mel"][0], out["wav"][0]
 
     def estimator_calls(self, prompt, new, calls):
@@ -134,7 +144,8 @@ class OrtWorker:
 
         self.runtime = S3GenRuntime(artifacts, precision=precision)
         self.timings = Timings()
-        runner = self.runtime.runners["estimator_cfg"]
+        self.setting = upstream_setting(self.runtime.variant)
+        runner = self.runtime.runners["estimator_cfg" if self.setting["cfg_rate"] > 0 else "estimator"]
         run, calls = runner.run, self.timings.calls
 
         def timed_run(*a, **k):
@@ -147,8 +158,8 @@ class OrtWorker:
 
     def synthesize(self, prompt, new, seed, steps):
         tokens, voice, noise = request(prompt, new, seed)
-        result = self.runtime.synthesize(tokens, voice, noise=noise, solver="euler", steps=steps,
-                                         cfg_rate=UPSTREAM["cfg_rate"])
+        result = self.runtime.synthesize(tokens, voice, noise=noise, solver=self.setting["solver"], steps=steps,
+                                         cfg_rate=self.setting["cfg_rate"])
         self.timings.encoder.append(result.timings["encoder"])
         self.timings.vocoder.append(result.timings["vocoder"])
         return result.mel, result.wav
@@ -157,7 +168,7 @@ class OrtWorker:
         from ..bench.solvers import prepare_problem
 
         tokens, voice, noise = request(prompt, new)
-        problem = prepare_problem(self.runtime, tokens, voice, (0,), UPSTREAM["cfg_rate"])
+        problem = prepare_problem(self.runtime, tokens, voice, (0,), self.setting["cfg_rate"])
         velocity, x0 = problem.velocity(), problem.conditioning.x0
         for _ in range(calls):
             velocity(x0, 0.5, 0.6)
@@ -173,7 +184,7 @@ def handle(worker, cmd: dict) -> dict:
         return {"calls": list(worker.timings.calls)}
     if op in ("warmup", "e2e"):
         worker.timings.reset()
-        steps = 1 if op == "warmup" else UPSTREAM["steps"]
+        steps = 1 if op == "warmup" else worker.setting["steps"]
         start = _clock()
         mel, wav = worker.synthesize(cmd["prompt"], cmd["new"], cmd.get("seed", 0), steps)
         total = _clock() - start
@@ -182,6 +193,7 @@ def handle(worker, cmd: dict) -> dict:
         t = worker.timings
         return {"total": total, "encoder": sum(t.encoder), "vocoder": sum(t.vocoder), "calls": list(t.calls),
                 "nfe": len(t.calls), "audio_seconds": wav.shape[-1] / 24000.0, "peak_rss_mb": peak_rss_mb(),
+                "rss_after_mb": current_rss_mb(),
                 "finite": bool(np.all(np.isfinite(mel)) and np.all(np.isfinite(wav)))}
     raise ValueError(f"unknown op {op!r}")
 

@@ -120,6 +120,15 @@ def update_manifest(manifest: Manifest, records: list[dict], trt_version: str | 
     return dataclasses.replace(manifest, engines=engines, versions=versions)
 
 
+def load_for_tensorrt(onnx_path):
+    """The graph TensorRT is given: the ORT graph with its fused attention back in standard ops
+    (TensorRT's parser has no contrib ops; it fuses MatMul-Softmax-MatMul itself)."""
+    import onnx
+
+    proto, _ = decompose_multi_head_attention(onnx.load(str(onnx_path)))
+    return proto
+
+
 def build_engines(folder, precision: str, buckets=None, min_batch: int = 1, opt_batch: int = 1, max_batch: int = 4,
                   timing_cache=None, progress: Progress = print, *, strongly_typed: bool | None = None,
                   graphs=None, validate: bool = True, tolerances: dict | None = None,
@@ -160,7 +169,6 @@ def build_engines(folder, precision: str, buckets=None, min_batch: int = 1, opt_
              f"{' strongly typed' if strongly_typed and precision != 'fp32' else ''}; "
              f"batch {min_batch}..{max_batch} (opt {opt_batch})")
 
-    import onnx
     builder = trt.Builder(trt_logger(trt))
     cache_path = Path(timing_cache) if timing_cache is not None else timing_cache_path(folder, cc, trt_version)
     cache_config = builder.create_builder_config()   # owns the timing cache shared by every build
@@ -172,8 +180,7 @@ def build_engines(folder, precision: str, buckets=None, min_batch: int = 1, opt_
     for graph in names:
         component = manifest.component(graph)
         onnx_path = folder / component.file
-        # TensorRT's parser has no contrib ops: the fused attention goes back to standard ops
-        proto, _ = decompose_multi_head_attention(onnx.load(str(onnx_path)))
+        proto = load_for_tensorrt(onnx_path)
         name_nodes(proto)
         keep = fp32_layer_names(proto) if precision != "fp32" else []
         node_names = [n.name for n in proto.graph.node]

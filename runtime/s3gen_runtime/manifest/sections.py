@@ -132,6 +132,14 @@ class Defaults:
     def to_dict(self) -> dict:
         return {"solver": self.solver, "steps": self.steps, "cfg_rate": self.cfg_rate}
 
+    @classmethod
+    def upstream(cls, variant: str) -> "Defaults":
+        """The setting upstream runs for a model variant: an export's defaults, the reference's and the
+        benchmark's (torch-free, so the benchmark's runtime processes can use it)."""
+        if variant == "meanflow":
+            return cls("meanflow", C.DEFAULT_STEPS[variant], 0.0)
+        return cls("euler", C.DEFAULT_STEPS[variant], C.DEFAULT_CFG_RATE)
+
 
 def bucket_from_dict(data, path: str) -> Bucket:
     d = read_object(data, path, ("name", "mel_frames"))

@@ -1,0 +1,72 @@
+"""Section e: the meanflow (Turbo) variant end to end: 2 estimator calls without CFG, so the encoder
+and the HiFT vocoder are a large share of the time. Its own synthetic checkpoint and export; the same
+worker processes and interleaving as section a (speed.py), with meanflow's upstream setting."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from .common import Progress
+from .config import BenchConfig
+from .setup import ensure_artifacts, ensure_checkpoint
+
+
+def run_meanflow(cfg: BenchConfig, workdir: Path, progress: Progress = print) -> dict:
+    from .speed import run_speed
+
+    workdir = Path(workdir)
+    checkpoint = ensure_checkpoint(workdir / "synthetic_meanflow.safetensors", progress, variant="meanflow")
+    setup = ensure_artifacts(checkpoint, workdir / "synthetic_meanflow", int8=True, progress=progress)
+    section = dataclasses.replace(cfg, speed_lengths_s=cfg.meanflow_lengths_s, speed_repeats=cfg.meanflow_repeats,
+                                  speed_budget_s=cfg.meanflow_budget_s, compile=False)
+    result = run_speed(section, checkpoint, Path(setup["folder"]), workdir / "meanflow", int8=True,
+                       progress=progress, variant="meanflow")
+    result["setup"] = setup
+    return result
+
+
+def vocoder_shares(table: list[dict]) -> dict:
+    """(config, audio seconds) -> the vocoder's share of the end-to-end time."""
+    return {(r["config"], r["audio_seconds"]): r["vocoder_seconds"] / r["e2e_seconds"]
+            for r in table if r.get("vocoder_seconds") and r.get("e2e_seconds")}
+
+
+def meanflow_section(mf: dict) -> list[str]:
+    s = mf["settings"]
+    lines = ["## e. Meanflow (Turbo) end to end", "",
+             f"Prompt {s['prompt_tokens']} tokens, upstream's meanflow setting ({s['solver']} {s['steps']} steps, no CFG), "
+             "identical noise, each configuration in its own process, runs interleaved (as in section a).", "",
+             "| audio | config | e2e s | RTF | speedup | encoder s | estimator s/call | vocoder s | vocoder share | "
+             "mel SNR dB vs eager | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    shares = vocoder_shares(mf["table"])
+    order = {c: i for i, c in enumerate(("eager", "ort-fp32", "ort-int8"))}
+    fmt = lambda v, f="{:.2f}": "-" if v is None else f.format(v)  # noqa: E731
+    for r in sorted(mf["table"], key=lambda r: (r["audio_seconds"], order.get(r["config"], 9))):
+        v = r.get("vs_eager") or {}
+        lines.append(f"| {r['audio_seconds']:g} s | {r['config']} | {fmt(r.get('e2e_seconds'))} | {fmt(r.get('rtf'))} | "
+                     f"{fmt(r.get('speedup_vs_eager'), '{:.2f}x')} | {fmt(r.get('encoder_seconds'))} | "
+                     f"{fmt(r.get('estimator_call_seconds'))} | {fmt(r.get('vocoder_seconds'))} | "
+                     f"{fmt(shares.get((r['config'], r['audio_seconds'])), '{:.0%}')} | "
+                     f"{fmt(v.get('mel_snr_db'), '{:.1f}')} | {fmt(r.get('peak_rss_mb'), '{:.0f}')} |")
+    lines += [""] + [f"- {note}" for note in mf.get("notes", [])] + [""]
+    return lines
+
+
+def meanflow_target(mf: dict | None) -> dict | None:
+    if not mf:
+        return None
+    rows = [r for r in mf["table"] if r["config"] == "ort-fp32" and r.get("speedup_vs_eager")]
+    if not rows:
+        return None
+    worst = min(rows, key=lambda r: r["speedup_vs_eager"])
+    shares = vocoder_shares(mf["table"])
+    share = shares.get(("ort-fp32", worst["audio_seconds"]))
+    return {"target": "meanflow end-to-end ORT fp32 >= 1.5x eager meanflow",
+            "measured": ", ".join(f"{r['speedup_vs_eager']:.2f}x @ {r['audio_seconds']:g} s"
+                                  for r in sorted(rows, key=lambda r: r["audio_seconds"])),
+            "met": all(r["speedup_vs_eager"] >= 1.5 for r in rows),
+            "why": f"at {worst['audio_seconds']:g} s ({worst['speedup_vs_eager']:.2f}x) the vocoder is "
+                   f"{share:.0%} of the ORT time" if share is not None else ""}
+
+
+__all__ = ["run_meanflow", "meanflow_section", "meanflow_target"]
