@@ -33,6 +33,7 @@ from .batching import Batch, Request, check_mels, encoder_feeds, initial_noise, 
 from .constants import MAX_CFG_RATE, MEL_BINS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from .errors import ArtifactError, InputError
 from .manifest import Manifest, load_manifest
+from .heap import release_free_heap
 from .runner_set import RunnerSet
 from .selftest import selftest_runner
 from .solvers import Velocity, get_solver, nfe, solve
@@ -240,6 +241,7 @@ class S3GenRuntime:
             return runner
 
         self.runners = RunnerSet(open_role, self.components, eager=[r for r in self.components if r not in LAZY_ROLES[self.variant]])
+        release_free_heap()   # what loading freed goes back to the OS (heap.py)
 
     @property
     def variant(self) -> str:
@@ -316,6 +318,8 @@ class S3GenRuntime:
         after_solver = clock()
         wavs = self.vocode(batch, mels)
         end = clock()
+        del conditioning
+        release_free_heap()   # the request's buffers go back to the OS, not only to the heap
         timings = {"encoder": after_encoder - start, "estimator": after_solver - after_encoder,
                    "vocoder": end - after_solver, "total": end - start}
         return [Result(wav, mel, SAMPLE_RATE, dict(timings), settings.nfe, row.seed)

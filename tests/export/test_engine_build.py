@@ -108,12 +108,15 @@ def test_fused_attention_reaches_tensorrt_as_standard_ops(fake_trt, standard):
 
     from s3gen_export.engines.build import load_for_tensorrt
 
+    from s3gen_export.engines.profiles import plan_profiles
+    from s3gen_runtime.buckets import Bucket
+
     _, trt = fake_trt()
-    folder, _ = standard
+    folder, manifest = standard
     fused = onnx.load(str(folder / "estimator_cfg.onnx"), load_external_data=False)
     assert sum(n.op_type == "MultiHeadAttention" for n in fused.graph.node) == 56
     builder = trt.Builder(trt_logger(trt))
-    profile = {"x": ((1, 80, 8), (1, 80, 64), (1, 80, 128))}
+    profile = plan_profiles(manifest.component("estimator_cfg"), Bucket("mel256", 256), None)
     with pytest.raises(EngineBuildError, match="no importer registered for op: MultiHeadAttention"):
         build_serialized_engine(trt, builder, fused.SerializeToString(), profile, "fp32", strongly_typed=False)
     portable = load_for_tensorrt(folder / "estimator_cfg.onnx")

@@ -165,8 +165,10 @@ def test_resolve_buckets_and_graphs(standard):
         resolve_buckets(manifest, ["mel300"])
     assert buildable_graphs(manifest) == ["encoder", "estimator", "estimator_cfg", "vocoder"]
     data = manifest.to_dict()
+    probe = {"file": "selftest/estimator_int8.npz", "sha256": "0" * 64, "min_snr_db": {"velocity": 25.0},
+             "snr_db": {"velocity": 30.0}, "cpu": {}}
     data["components"]["estimator_int8"] = dict(data["components"]["estimator"], precision="int8",
-                                                file="estimator_int8.onnx")
+                                                file="estimator_int8.onnx", selftest=probe)
     with_int8 = Manifest.from_dict(data)
     assert "estimator_int8" not in buildable_graphs(with_int8)   # int8 graphs are for ONNX Runtime
     with pytest.raises(InputError, match="estimator_int8"):

@@ -170,7 +170,7 @@ def test_session_options_reach_the_session_and_keep_results(artifacts, vocoder):
             open_runner(folder, manifest, "vocoder", **{key: 1})
 
 
-def test_graph_bytes_are_hashed_as_loaded(artifacts, tmp_path):
+def test_graph_is_verified_as_it_is_opened(artifacts, tmp_path):
     folder, manifest = artifacts
     (tmp_path / "vocoder.onnx").write_bytes((folder / "vocoder.onnx").read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match="components.vocoder: file vocoder.onnx is tampered or corrupt"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..manifest import Component, Manifest, read_verified_file
+from ..manifest import Component, Manifest, verify_file
 from .base import METADATA_PREFIX, Runner, check_graph_io, check_metadata, expected_metadata, onnx_component
 
 # ORT's type strings -> numpy dtype names used by the manifest.
@@ -83,28 +83,24 @@ class OnnxRuntimeRunner(Runner):
 
     `expected_metadata` maps metadata_props keys to accepted values; by default the record's
     spec_hash (and the component name when `name` is given). open_runner passes the full set.
-    `model_bytes`: the graph already read (and hashed) by the caller; the file is not read again.
     `arena_shrinkage`: after each run, the CPU arena hands its free chunks back to the OS, so a long
     request does not keep its peak for the life of the process.
     """
 
     def __init__(self, path, component: Component, providers=None, intra_op_threads=None, *,
-                 name: str | None = None, expected_metadata: dict | None = None, model_bytes: bytes | None = None,
+                 name: str | None = None, expected_metadata: dict | None = None,
                  allow_spinning: bool = True, memory_arena: bool = True, arena_shrinkage: bool = True):
         super().__init__(name or Path(path).stem, component)
         ort = import_onnxruntime()
         options = session_options(ort, intra_op_threads, allow_spinning, memory_arena)
         provider_list = _providers(ort, providers)
         path = Path(path)
-        if model_bytes is None:
-            if not path.is_file():
-                raise ArtifactError(f"{self.name}: graph file {path} is missing")
-            model_bytes = path.read_bytes()
+        if not path.is_file():
+            raise ArtifactError(f"{self.name}: graph file {path} is missing")
         try:
-            self._session = ort.InferenceSession(model_bytes, options, providers=provider_list)
+            self._session = ort.InferenceSession(str(path), options, providers=provider_list)
         except Exception as e:   # ORT raises its own exception types for unreadable models
             raise ArtifactError(f"{self.name}: ONNX Runtime cannot load {path}: {e}") from e
-        del model_bytes   # ORT keeps its own copy of what it needs
         self._run_options = ort.RunOptions()
         if _flag("arena_shrinkage", arena_shrinkage) and memory_arena:
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
@@ -128,10 +124,13 @@ SESSION_OPTIONS = frozenset({"intra_op_threads", "allow_spinning", "memory_arena
 
 
 def open_onnxruntime(folder, manifest: Manifest, component_name: str, **options) -> OnnxRuntimeRunner:
-    """The runner for `component_name` of the artifact folder, metadata checked in full; the graph
-    file is read once, and those bytes are both hashed and loaded."""
+    """The runner for `component_name` of the artifact folder: its file's sha256 checked as it is
+    opened, metadata checked in full.
+
+    ORT loads the graph from its path, not from the bytes the hash read: measured on the fp32 guided
+    estimator (288 MB), a session made from bytes keeps ~270 MiB more resident after load (651 vs
+    380 MiB, peak 889 vs 432); the second read comes from the page cache."""
     component = onnx_component(manifest, component_name, "onnxruntime", options, SESSION_OPTIONS | {"providers"})
-    data = read_verified_file(folder, f"components.{component_name}", component.file, component.sha256)
-    return OnnxRuntimeRunner(Path(folder) / component.file, component, name=component_name,
-                             expected_metadata=expected_metadata(manifest, component_name), model_bytes=data,
-                             **options)
+    path = verify_file(folder, f"components.{component_name}", component.file, component.sha256)
+    return OnnxRuntimeRunner(path, component, name=component_name,
+                             expected_metadata=expected_metadata(manifest, component_name), **options)

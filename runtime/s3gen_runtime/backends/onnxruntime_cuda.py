@@ -15,12 +15,11 @@ Needs the onnxruntime-gpu wheel (`pip install 's3gen-aot[gpu]'`), imported lazil
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..manifest import Component, Manifest, read_verified_file
+from ..manifest import Component, Manifest, verify_file
 from .base import check_feeds, check_output_names, expected_metadata, onnx_component
 from .onnxruntime import OnnxRuntimeRunner, import_onnxruntime
 
@@ -36,8 +35,7 @@ class OnnxRuntimeCudaRunner(OnnxRuntimeRunner):
     """
 
     def __init__(self, path, component: Component, device_id: int = 0, intra_op_threads=None, *,
-                 name: str | None = None, expected_metadata: dict | None = None, device_type: str = "cuda",
-                 model_bytes: bytes | None = None):
+                 name: str | None = None, expected_metadata: dict | None = None, device_type: str = "cuda"):
         if isinstance(device_id, bool) or not isinstance(device_id, (int, np.integer)) or device_id < 0:
             raise InputError(f"device_id must be an integer >= 0, got {device_id!r}")
         if device_type not in ("cuda", "cpu"):
@@ -53,7 +51,7 @@ class OnnxRuntimeCudaRunner(OnnxRuntimeRunner):
             providers = ["CPUExecutionProvider"]
         # the CPU arena does not hold the device's buffers: nothing to shrink per run
         super().__init__(path, component, providers, intra_op_threads, name=name, expected_metadata=expected_metadata,
-                         model_bytes=model_bytes, arena_shrinkage=False)
+                         arena_shrinkage=False)
         if device_type == "cuda":
             if int(device_id) != 0:
                 self._session.set_providers(providers, [{"device_id": str(int(device_id))}, {}])
@@ -125,10 +123,9 @@ _ORT_ELEMENT_DTYPES = {
 def open_onnxruntime_cuda(folder, manifest: Manifest, component_name: str, **options) -> OnnxRuntimeCudaRunner:
     """Registry factory: `component_name` of the artifact folder on ONNX Runtime's CUDA provider."""
     component = onnx_component(manifest, component_name, "onnxruntime-cuda", options, {"device_id", "intra_op_threads"})
-    data = read_verified_file(folder, f"components.{component_name}", component.file, component.sha256)
-    return OnnxRuntimeCudaRunner(Path(folder) / component.file, component, name=component_name,
-                                 expected_metadata=expected_metadata(manifest, component_name), model_bytes=data,
-                                 **options)
+    path = verify_file(folder, f"components.{component_name}", component.file, component.sha256)
+    return OnnxRuntimeCudaRunner(path, component, name=component_name,
+                                 expected_metadata=expected_metadata(manifest, component_name), **options)
 
 
 __all__ = ["OnnxRuntimeCudaRunner", "open_onnxruntime_cuda"]

@@ -39,16 +39,21 @@ def read_verified_file(folder, where: str, rel: str, expected: str) -> bytes:
     return data
 
 
+def verify_file(folder, where: str, rel: str, expected: str) -> Path:
+    """The file's path, once it exists and has the recorded sha256 (read in chunks: nothing stays resident)."""
+    p = Path(folder) / rel
+    if not p.is_file():
+        raise ArtifactError(f"{where}: file {rel} is missing from {folder}")
+    actual = sha256_file(p)
+    if actual != expected:
+        raise tampered(where, rel, actual, expected)
+    return p
+
+
 def verify_files(folder, manifest: Manifest) -> None:
     """Every component and engine file exists and has its recorded sha256."""
-    folder = Path(folder)
     for where, rel, expected in manifest.files():
-        p = folder / rel
-        if not p.is_file():
-            raise ArtifactError(f"{where}: file {rel} is missing from {folder}")
-        actual = sha256_file(p)
-        if actual != expected:
-            raise tampered(where, rel, actual, expected)
+        verify_file(folder, where, rel, expected)
 
 
 def write_manifest(folder, manifest: Manifest) -> Path:
