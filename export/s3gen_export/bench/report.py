@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .flops import efficiency_lines
+from .scaling import ATTENTION
 from .meanflow import meanflow_section, meanflow_target
 from .memory import memory_targets
 
@@ -66,10 +67,11 @@ def _attention_share(scaling: dict | None) -> str:
     profs = ((scaling or {}).get("profile") or {}).get("ort-fp32") or []
     if not profs:
         return ""
-    parts = [f"{100 * (p['groups'].get('attention matmuls (QK^T, AV)', 0) + p['groups'].get('softmax', 0)):.0f}% at "
-             f"{p['frames']} frames" for p in profs]
-    return ("in the ORT fp32 call, attention (QK^T and AV matmuls + softmax, run as separate kernels over the full "
-            "frames x frames scores) takes " + ", ".join(parts) + " of the kernel time (ORT profiler, section c)")
+    keys = ("attention matmuls (QK^T, AV)", "softmax", ATTENTION)
+    parts = [f"{100 * sum(p['groups'].get(k, 0) for k in keys):.0f}% at {p['frames']} frames" for p in profs]
+    return ("in the ORT fp32 call, attention (fused MultiHeadAttention, or QK^T and AV matmuls + softmax where the "
+            "graph has them) takes " + ", ".join(parts) + " of the kernel time (ORT profiler, section c); its "
+            "FLOPs grow as frames^2, and eager runs the same math at the rates in the GFLOP/s table")
 
 
 def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -> list[dict]:
@@ -281,8 +283,9 @@ def _memory_section(mem: dict, speed: dict | None = None) -> list[str]:
     return lines
 
 
-def _memory_observations(mem: dict, speed: dict | None) -> list[str]:
-    """Peak RSS at the longest length, per configuration, against eager's (section a's processes)."""
+def _memory_observations(mem: dict, speed: dict | None, meanflow: dict | None = None) -> list[str]:
+    """Peak RSS at the longest length, per configuration, against eager's (section a's processes), and
+    the meanflow processes' peak at that length (2 estimator calls: what the estimator adds)."""
     if not speed:
         return []
     longest = max(speed["settings"]["lengths_s"])
@@ -293,10 +296,13 @@ def _memory_observations(mem: dict, speed: dict | None) -> list[str]:
     out = []
     for name in ("ort-fp32", "ort-int8"):
         if name in rows and rows[name].get("peak_rss_mb"):
+            mf = {r["config"]: r for r in (meanflow or {}).get("table", []) if r["audio_seconds"] == longest}
+            same = (f"; the meanflow {name} process, with its own graphs, peaks at {mf[name]['peak_rss_mb']:.0f} MiB "
+                    "at that length" if mf.get(name, {}).get("peak_rss_mb") else "")
             out.append(f"- {name} peaks at {rows[name]['peak_rss_mb']:.0f} MiB by {longest:g} s of audio, "
-                       f"{rows[name]['peak_rss_mb'] / base:.1f}x eager's {base:.0f} MiB, although its weights are "
-                       "no larger: activations, not weights, set the peak at long lengths (the graphs hold full "
-                       "frames x frames attention scores; the eager estimator calls F.scaled_dot_product_attention, a fused kernel on CPU).")
+                       f"{rows[name]['peak_rss_mb'] / base:.2f}x eager's {base:.0f} MiB, with "
+                       f"{mem['precisions'].get(name[4:], {}).get('weights_mb', float('nan')):.0f} MiB of weights "
+                       f"open{same}: activations of the long request, not weights, set this peak.")
     return out
 
 
@@ -337,7 +343,7 @@ def write_summary(out: Path, results: dict) -> Path:
         lines += _scaling_section(results["scaling"])
     if results.get("memory"):
         mem_lines = _memory_section(results["memory"], speed)
-        extra = _memory_observations(results["memory"], speed)
+        extra = _memory_observations(results["memory"], speed, results.get("meanflow"))
         at = mem_lines.index("![memory](memory.png)")
         lines += mem_lines[:at] + extra + ([""] if extra else []) + mem_lines[at:]
     if results.get("meanflow"):

@@ -30,8 +30,8 @@ def estimator_feeds(batch: int, frames: int, seed: int = 0) -> dict:
 
 
 def _group(node, constants: set) -> str:
-    """What a node is, for the time breakdown: weight matmuls (fp32 / int8), activation matmuls
-    (attention scores and values), convolutions, everything else."""
+    """What a node is, for the time breakdown: weight matmuls (fp32 / int8), attention (fused, or its
+    activation matmuls and softmax), convolutions, everything else."""
     op = node.op_type
     if op in ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "DynamicQuantizeLinear"):
         return "int8 weight matmuls (incl. activation quantization)"
@@ -41,7 +41,12 @@ def _group(node, constants: set) -> str:
         return "convolutions"
     if op in ("Softmax",):
         return "softmax"
+    if op == "MultiHeadAttention":
+        return ATTENTION
     return "elementwise, norms, reshapes"
+
+
+ATTENTION = "fused attention (MultiHeadAttention: QK^T, softmax, AV)"
 
 
 def op_profiles(graph: Path, frames_list) -> dict:
