@@ -74,10 +74,16 @@ def quantize_graph(src: Path, dst: Path, component: str, patterns=KEEP_FP32) -> 
     return quantized, len(keep)
 
 
-def validate_int8(spec, fp32_path: Path, int8_path: Path, seed: int = 4321, progress=None) -> ValidationReport:
-    """int8 against the fp32 graph it came from, at the spec's validation cases, by SNR."""
-    tolerances = {name: Tolerance(atol=0.0, min_snr_db=INT8_MIN_SNR_DB.get(name, 25.0)) for name in spec.output_names}
-    ref_session, q_session = onnx_session(fp32_path), onnx_session(int8_path)
+def int8_floor_db(output: str) -> float:
+    return INT8_MIN_SNR_DB.get(output, 25.0)
+
+
+def validate_int8(spec, fp32_path: Path, int8_path: Path, seed: int = 4321, progress=None,
+                  sessions=None) -> ValidationReport:
+    """int8 against the fp32 graph it came from, at the spec's validation cases, by SNR.
+    `sessions`: (fp32, int8) ONNX Runtime sessions already open on those files."""
+    tolerances = {name: Tolerance(atol=0.0, min_snr_db=int8_floor_db(name)) for name in spec.output_names}
+    ref_session, q_session = sessions or (onnx_session(fp32_path), onnx_session(int8_path))
     cases = []
     for i, case in enumerate(spec.validation_cases):
         feeds = spec.make_inputs(case, np.random.default_rng(seed + i))
@@ -94,15 +100,17 @@ def validate_int8(spec, fp32_path: Path, int8_path: Path, seed: int = 4321, prog
     return ValidationReport(f"{spec.name}{INT8_SUFFIX}", cases, tolerances)
 
 
-def write_selftest(spec, fp32_path: Path, int8_path: Path, probe_path: Path, seed: int = 97) -> dict:
+def write_selftest(spec, fp32_path: Path, int8_path: Path, probe_path: Path, seed: int = 97, sessions=None) -> dict:
     """The int8 graph's load-time self-test: one short request's inputs and the fp32 graph's outputs,
-    and the int8 graph's SNR against them on this CPU (recorded with the CPU's features)."""
+    and the int8 graph's SNR against them on this CPU (recorded with the CPU's features).
+    `sessions`: (fp32, int8) ONNX Runtime sessions already open on those files."""
+    ref_session, q_session = sessions or (onnx_session(fp32_path), onnx_session(int8_path))
     feeds = spec.make_inputs(SELFTEST_CASE, np.random.default_rng(seed))
-    refs = dict(zip(spec.output_names, onnx_session(fp32_path).run(spec.output_names, feeds)))
+    refs = dict(zip(spec.output_names, ref_session.run(spec.output_names, feeds)))
     write_probe(probe_path, feeds, refs)
-    run = lambda f, names: dict(zip(names, onnx_session(int8_path).run(names, f)))  # noqa: E731
-    return {"snr_db": probe_snrs(run, feeds, refs),
-            "min_snr_db": {name: INT8_MIN_SNR_DB.get(name, 25.0) for name in refs}, "cpu": cpu_info()}
+    run = lambda f, names: dict(zip(names, q_session.run(names, f)))  # noqa: E731
+    return {"snr_db": probe_snrs(run, feeds, refs), "min_snr_db": {name: int8_floor_db(name) for name in refs},
+            "cpu": cpu_info()}
 
 
 def quantize_graphs(model, graphs, out: Path, progress=print):
@@ -114,8 +122,10 @@ def quantize_graphs(model, graphs, out: Path, progress=print):
         name = f"{g.spec.name}{INT8_SUFFIX}"
         dst = Path(out) / f"{name}.onnx"
         quantized, kept = quantize_graph(g.path, dst, name)
-        report = validate_int8(g.spec, g.path, dst)
-        selftest = write_selftest(g.spec, g.path, dst, Path(out) / SELFTEST_DIR / f"{name}.npz")
+        sessions = (onnx_session(g.path), onnx_session(dst))   # opened once for both checks
+        report = validate_int8(g.spec, g.path, dst, sessions=sessions)
+        selftest = write_selftest(g.spec, g.path, dst, Path(out) / SELFTEST_DIR / f"{name}.npz", sessions=sessions)
+        del sessions
         progress(f"int8 {name}: {quantized} MatMuls quantized, {kept} kept fp32, "
                  f"{dst.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
         progress(report.table())

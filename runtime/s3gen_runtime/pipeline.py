@@ -236,8 +236,8 @@ class S3GenRuntime:
         def open_role(role: str) -> Runner:
             name = self.components[role]
             runner = open_runner(self.folder, self.manifest, name, backend, **backend_options)
-            if self.manifest.component(name).precision == "int8":
-                self.selftest_snr_db[name] = selftest_runner(self.folder, name, self.manifest.component(name), runner)
+            if runner.component.precision == "int8":
+                self.selftest_snr_db[name] = selftest_runner(self.folder, runner)
             return runner
 
         self.runners = RunnerSet(open_role, self.components, eager=[r for r in self.components if r not in LAZY_ROLES[self.variant]])

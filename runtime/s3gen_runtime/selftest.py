@@ -76,10 +76,10 @@ def check_snrs(component: str, snrs: dict[str, float], floors_db: dict[str, floa
                         f"(validated on {origin}; this CPU: {describe(here)}).{hint or ' Use precision fp32.'}")
 
 
-def selftest_runner(folder, name: str, component, runner, here: dict | None = None) -> dict[str, float]:
-    """Run `component`'s recorded probe through `runner` (the int8 graph as opened here) and refuse it
-    below the floors; returns the SNRs measured on this CPU."""
-    record = component.selftest
+def selftest_runner(folder, runner, here: dict | None = None) -> dict[str, float]:
+    """Run the recorded probe of the runner's component (an int8 graph as opened here) through it and
+    refuse it below the floors; returns the SNRs measured on this CPU."""
+    name, record = runner.name, runner.component.selftest
     if record is None:
         raise ArtifactError(f"{name}: an int8 graph without a self-test record; re-export with --int8")
     data = read_verified_file(folder, f"components.{name}.selftest", record.file, record.sha256)

@@ -115,16 +115,6 @@ def load_average() -> list[float]:
         return []
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _ram_gib() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -153,7 +143,7 @@ def machine_info() -> dict:
     from .flops import peak_gflops
 
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_info()["model"],
         "cpu": cpu_info(),               # flags (AVX2/AVX-512/VNNI/BF16/AMX): the machines differ
         "peak_fp32": peak_gflops(),
         "cores": os.cpu_count(),
