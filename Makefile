@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel that lies on these machines
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[export,bench,test]'
+	$(BIN)/pip install -q -e '.[export,bench,test,voice]'
 	touch $(STAMP)
 
 # synthetic checkpoint -> export -> runtime synthesis -> a wav, with timings
