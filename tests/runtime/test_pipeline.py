@@ -2,7 +2,8 @@
 buckets, validation before any graph runs, tampered artifacts, seeds, solvers, precision.
 
 Measured on this project's CPU (ORT 1.32, fp32) against the golden files: standard mel 3.6e-6 and
-wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. A row in a padded batch against the same
+wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. Upstream-prepared voices (standard): odd
+F = 2P + 1 (espeak) mel 3.9e-6, wav 4.8e-5; even (aishell) mel 3.9e-6, wav 5.1e-5. A row in a padded batch against the same
 request alone: mel <= 6.3e-6, wav <= 4.2e-5 (with or without pad_to_bucket).
 """
 from collections import Counter
