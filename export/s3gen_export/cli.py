@@ -250,7 +250,9 @@ def synth_cmd(artifacts, checkpoint, tokens_file, voice_file, noise_file, steps,
 @main.command("voice-from-conds")
 @click.argument("conds", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--trim-odd-frame", is_flag=True, help="Drop a trailing mel frame when prompt_feat has 2P + 1 frames.")
+@click.option("--trim-odd-frame", is_flag=True,
+              help="Drop the odd trailing mel frame when prompt_feat has 2P + 1 frames (the output then differs "
+                   "from upstream's, which keeps it).")
 def voice_from_conds_cmd(conds: Path, out: Path, trim_odd_frame: bool) -> None:
     """Convert an upstream Chatterbox conds.pt into a voice file (.npz or .safetensors) for the runtime."""
     from s3gen_runtime.voice import save_voice
@@ -261,7 +263,7 @@ def voice_from_conds_cmd(conds: Path, out: Path, trim_odd_frame: bool) -> None:
         save_voice(voice, out)
     except (S3GenError, ValueError) as e:
         _fail(str(e))
-    click.echo(f"wrote {out}: {voice.prompt_tokens} prompt tokens, {2 * voice.prompt_tokens} mel frames")
+    click.echo(f"wrote {out}: {voice.prompt_tokens} prompt tokens, {voice.prompt_frames} mel frames")
 
 
 @main.command("build-engines")

@@ -21,7 +21,7 @@ from .model.s3gen import S3Gen
 class Noise:
     z: np.ndarray            # (1, 80, 2(P+N)) x(t=0) for the whole sequence, prompt frames included
     sine_phase: np.ndarray   # (1, 9, 1)
-    sine_noise: np.ndarray   # (1, 9, 960 N)
+    sine_noise: np.ndarray   # (1, 9, 480 (2(P+N) - F)): the vocoded frames only, 2N - 1 when F = 2P + 1
 
 
 def time_grid(n_timesteps: int, cosine: bool) -> torch.Tensor:
@@ -61,12 +61,14 @@ def synthesize(model: S3Gen, speech_tokens: np.ndarray, prompt_token: np.ndarray
     prompt = torch.as_tensor(np.asarray(prompt_token, dtype=np.int64)).reshape(1, -1)
     feat = torch.as_tensor(np.asarray(prompt_feat, dtype=np.float32)).reshape(1, -1, 80)
     spk = torch.as_tensor(np.asarray(embedding, dtype=np.float32)).reshape(1, -1)
-    n_new, n_prompt = tokens.shape[1], prompt.shape[1]
+    n_new, n_prompt, n_feat = tokens.shape[1], prompt.shape[1], feat.shape[1]
 
-    enc = model.flow.encode(tokens, torch.tensor([n_new]), prompt, torch.tensor([n_prompt]), feat, spk)
+    enc = model.flow.encode(tokens, torch.tensor([n_new]), prompt, torch.tensor([n_prompt]), feat,
+                            torch.tensor([n_feat]), spk)
     z = torch.as_tensor(np.asarray(noise.z, dtype=np.float32))
     mel_full, t_span = euler_solve(model, z, enc["mu"], enc["mask"], enc["spks"], enc["cond"], n_timesteps, cfg_rate)
-    mel = mel_full[:, :, 2 * n_prompt:]
+    # upstream cuts at the prompt mel's length F, not at 2P: with F = 2P + 1 one frame fewer is vocoded
+    mel = mel_full[:, :, n_feat:]
     voc = model.mel2wav(mel, torch.tensor([mel.shape[2]]), torch.as_tensor(noise.sine_phase, dtype=torch.float32),
                         torch.as_tensor(noise.sine_noise, dtype=torch.float32))
     out = {k: v.numpy() for k, v in enc.items()}

@@ -1,5 +1,6 @@
 """Voices from upstream Chatterbox: the `gen` part of a `conds.pt` (Conditionals.save) holds exactly
-what S3Gen needs: prompt_token (1, P), prompt_feat (1, 2P, 80) and the x-vector embedding (1, 192)."""
+what S3Gen needs: prompt_token (1, P), prompt_feat (1, F, 80) with F = 2P or 2P + 1, and the x-vector
+embedding (1, 192)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,9 @@ def _array(gen: dict, key: str, path: Path) -> np.ndarray:
 def voice_from_conds(path: Path, trim_odd_frame: bool = False) -> Voice:
     """Read an upstream conds.pt (weights_only) and return its S3Gen voice, validated.
 
-    Upstream can leave one extra mel frame (2P + 1) when the reference clip was not a multiple of
-    40 ms; we keep exactly 2 frames per token, so that frame is dropped only when asked."""
+    Upstream leaves one extra mel frame (F = 2P + 1) when the reference clip was not a multiple of
+    40 ms, and synthesises with it; the voice keeps it, so the runtime matches upstream. trim_odd_frame
+    drops it (F = 2P), which changes the output: only for consumers that need 2 frames per token."""
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
@@ -36,9 +38,9 @@ def voice_from_conds(path: Path, trim_odd_frame: bool = False) -> Voice:
     if torch.is_tensor(gen.get("prompt_token_len")):
         tokens = tokens[:, : int(gen["prompt_token_len"].reshape(-1)[0])]
     feat = _array(gen, "prompt_feat", path).reshape(1, -1, 80)
-    if feat.shape[1] == 2 * tokens.shape[1] + 1:
-        if not trim_odd_frame:
-            raise InputError(f"{path}: prompt_feat has {feat.shape[1]} frames for {tokens.shape[1]} tokens "
-                             f"(2P + 1); pass --trim-odd-frame to drop the last frame")
+    if trim_odd_frame and feat.shape[1] == 2 * tokens.shape[1] + 1:
         feat = feat[:, : 2 * tokens.shape[1]]
-    return Voice.validated(tokens, feat, _array(gen, "embedding", path))
+    try:
+        return Voice.validated(tokens, feat, _array(gen, "embedding", path))
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from e

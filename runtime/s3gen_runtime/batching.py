@@ -39,7 +39,7 @@ class Row:
 
     tokens: np.ndarray      # (N,) int64
     voice: Voice
-    noise: dict             # z (1, 80, 2(P+N)), sine_phase (1, 9, 1), sine_noise (1, 9, 960 N), float32
+    noise: dict             # z (1, 80, 2(P+N)), sine_phase (1, 9, 1), sine_noise (1, 9, 480 (2(P+N) - F)), float32
     seed: int | None
 
     @property
@@ -51,22 +51,35 @@ class Row:
         return int(self.tokens.shape[0])
 
     @property
+    def prompt_frames(self) -> int:
+        """F: the voice's prompt mel frames, 2P or 2P + 1."""
+        return self.voice.prompt_frames
+
+    @property
     def frames(self) -> int:
-        """Mel frames the solver generates for this row, prompt included."""
+        """Mel frames the solver generates for this row, prompt included: T = 2 (P + N) whatever F is."""
         return TOKEN_MEL_RATIO * (self.prompt + self.new)
 
     @property
     def span(self) -> tuple:
-        """(first generated frame, end of the row) in the solver's frames: the prompt is cut off."""
-        return TOKEN_MEL_RATIO * self.prompt, self.frames
+        """(first generated frame, end of the row) in the solver's frames: the prompt mel's F frames are
+        cut off (upstream cuts at F, so an odd prompt leaves 2N - 1 frames to vocode)."""
+        return self.prompt_frames, self.frames
+
+    @property
+    def vocoded_frames(self) -> int:
+        """T - F: 2N, or 2N - 1 after an odd prompt."""
+        return self.frames - self.prompt_frames
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Padded sizes of one batch: encoder input widths, solver frames, vocoder frames."""
+    """Padded sizes of one batch: encoder input widths (prompt tokens, new tokens, prompt mel frames),
+    solver frames, vocoder frames."""
 
     prompt_width: int
     token_width: int
+    prompt_feat_width: int
     frames: int
     vocoder_frames: int
     bucket: Bucket = field(compare=False)
@@ -98,11 +111,11 @@ def check_seed(seed) -> int:
     return int(seed)
 
 
-def check_noise(noise, prompt: int, new: int) -> dict:
-    """Explicit noise as float32 arrays of the request's shapes, finite."""
+def check_noise(noise, prompt: int, new: int, prompt_frames: int | None = None) -> dict:
+    """Explicit noise as float32 arrays of the request's shapes (prompt mel of F frames, default 2P), finite."""
     if not isinstance(noise, dict):
         raise InputError(f"noise must be a dict with z, sine_phase and sine_noise, got {type(noise).__name__}")
-    check_noise_shapes(noise, prompt, new)
+    check_noise_shapes(noise, prompt, new, prompt_frames)
     out = {}
     for key in ("z", "sine_phase", "sine_noise"):
         a = np.asarray(noise[key])
@@ -127,12 +140,13 @@ def validate_request(request, buckets) -> Row:
         raise InputError(f"expected a Request, got {type(request).__name__}")
     tokens = validate_tokens(request.tokens)
     voice = check_voice(request.voice)
-    prompt, new = voice.prompt_tokens, int(tokens.shape[0])
+    prompt, new, feat = voice.prompt_tokens, int(tokens.shape[0]), voice.prompt_frames
+    # the solver runs on T = 2 (P + N) frames for F = 2P and 2P + 1 alike: that is what a bucket holds
     pick_bucket(buckets, TOKEN_MEL_RATIO * (prompt + new))   # BucketError names the frames and the limit
     if request.noise is not None:
-        return Row(tokens, voice, check_noise(request.noise, prompt, new), None)
+        return Row(tokens, voice, check_noise(request.noise, prompt, new, feat), None)
     seed = check_seed(request.seed)
-    return Row(tokens, voice, draw_noise(seed, prompt, new), seed)
+    return Row(tokens, voice, draw_noise(seed, prompt, new, feat), seed)
 
 
 def validate_requests(requests, buckets) -> list[Row]:
@@ -152,9 +166,11 @@ def validate_requests(requests, buckets) -> list[Row]:
 
 def plan_layout(rows, buckets, pad_to_bucket: bool) -> Layout:
     """Padded sizes. The encoder sees prompt and tokens padded separately, so its length is
-    2 (longest prompt + longest tokens); that is what must fit a bucket."""
+    2 (longest prompt + longest tokens); that is what must fit a bucket. The prompt mels are padded to
+    the longest F (at most 2 x longest prompt + 1, below the encoder's frames since every row has N >= 1)."""
     prompt_width = max(r.prompt for r in rows)
     token_width = max(r.new for r in rows)
+    feat_width = max(r.prompt_frames for r in rows)
     encoder_frames = TOKEN_MEL_RATIO * (prompt_width + token_width)
     try:
         bucket = pick_bucket(buckets, encoder_frames)
@@ -162,10 +178,11 @@ def plan_layout(rows, buckets, pad_to_bucket: bool) -> Layout:
         raise BucketError(f"the batch pads to {encoder_frames} mel frames (longest prompt {prompt_width} + longest "
                           f"tokens {token_width}, times {TOKEN_MEL_RATIO}): {e}; split the batch") from e
     if pad_to_bucket:
-        return Layout(prompt_width, bucket.tokens - prompt_width, bucket.mel_frames, bucket.mel_frames, bucket)
+        return Layout(prompt_width, bucket.tokens - prompt_width, feat_width, bucket.mel_frames, bucket.mel_frames,
+                      bucket)
     # No work on frames no row has: solve over the longest row, vocode the longest new part.
-    return Layout(prompt_width, token_width, max(r.frames for r in rows),
-                  TOKEN_MEL_RATIO * token_width, bucket)
+    return Layout(prompt_width, token_width, feat_width, max(r.frames for r in rows),
+                  max(r.vocoded_frames for r in rows), bucket)
 
 
 def make_batch(requests, buckets, pad_to_bucket: bool) -> Batch:
@@ -182,7 +199,8 @@ def encoder_feeds(batch: Batch) -> dict[str, np.ndarray]:
         "token_lengths": np.array([r.new for r in rows], dtype=np.int64),
         "prompt_tokens": stack_padded([r.voice.prompt_token for r in rows], layout.prompt_width, 1),
         "prompt_lengths": np.array([r.prompt for r in rows], dtype=np.int64),
-        "prompt_feat": stack_padded([r.voice.prompt_feat for r in rows], TOKEN_MEL_RATIO * layout.prompt_width, 1),
+        "prompt_feat": stack_padded([r.voice.prompt_feat for r in rows], layout.prompt_feat_width, 1),
+        "prompt_feat_lengths": np.array([r.prompt_frames for r in rows], dtype=np.int64),
         "embedding": np.concatenate([r.voice.embedding for r in rows], axis=0),
     }
 
@@ -193,16 +211,17 @@ def initial_noise(batch: Batch) -> np.ndarray:
 
 
 def check_mels(mels, batch: Batch) -> list:
-    """One (80, 2N) float32 mel per row, N the row's new tokens: what its sine noise was drawn for."""
+    """One (80, T - F) float32 mel per row (2N, or 2N - 1 after an odd prompt): what its sine noise was drawn for."""
     if not isinstance(mels, (list, tuple)) or len(mels) != len(batch):
         raise InputError(f"vocode needs one mel per row ({len(batch)}), got "
                          f"{len(mels) if isinstance(mels, (list, tuple)) else type(mels).__name__}")
     out = []
     for i, (mel, row) in enumerate(zip(mels, batch.rows)):
         mel = np.asarray(mel)
-        want = (80, TOKEN_MEL_RATIO * row.new)
+        want = (80, row.vocoded_frames)
         if mel.shape != want:
-            raise InputError(f"mel {i} has shape {mel.shape}; row {i} ({row.new} new tokens) needs {want}")
+            raise InputError(f"mel {i} has shape {mel.shape}; row {i} ({row.new} new tokens after "
+                             f"{row.prompt_frames} prompt frames) needs {want}")
         if not np.issubdtype(mel.dtype, np.floating) or not np.all(np.isfinite(mel)):
             raise InputError(f"mel {i} must be finite floating point values")
         out.append(np.ascontiguousarray(mel, dtype=_F32))

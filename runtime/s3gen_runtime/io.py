@@ -153,10 +153,30 @@ def load_noise(path) -> dict:
     return {k: _float_field(arrays, k, 3) for k in NOISE_KEYS}
 
 
-def expected_noise_shapes(prompt_tokens: int, new_tokens: int) -> dict:
-    """Noise shapes for P prompt and N new tokens (batch 1)."""
+def check_prompt_frames(frames: int, prompt_tokens: int) -> None:
+    """F must be 2P or 2P + 1: the two lengths upstream's embed_ref produces (and synthesises exactly)."""
+    even = TOKEN_MEL_RATIO * prompt_tokens
+    if frames not in (even, even + 1):
+        raise InputError(
+            f"prompt_feat must have 2P or 2P+1 frames for P prompt tokens; it has {frames} frames for "
+            f"{prompt_tokens} tokens (needs {even} or {even + 1}); fix the voice rather than truncating it"
+        )
+
+
+def vocoded_frames(prompt_tokens: int, new_tokens: int, prompt_frames: int | None = None) -> int:
+    """Frames the vocoder gets: T - F with T = 2 (P + N); 2N, or 2N - 1 after an odd prompt (F = 2P + 1).
+    prompt_frames defaults to 2P."""
+    frames = TOKEN_MEL_RATIO * (prompt_tokens + new_tokens)
+    prompt_frames = TOKEN_MEL_RATIO * prompt_tokens if prompt_frames is None else int(prompt_frames)
+    check_prompt_frames(prompt_frames, prompt_tokens)
+    return frames - prompt_frames
+
+
+def expected_noise_shapes(prompt_tokens: int, new_tokens: int, prompt_frames: int | None = None) -> dict:
+    """Noise shapes for P prompt and N new tokens after a prompt mel of F frames (default 2P), batch 1."""
     mel_frames = TOKEN_MEL_RATIO * (prompt_tokens + new_tokens)
-    samples = SAMPLES_PER_FRAME * TOKEN_MEL_RATIO * new_tokens   # only new frames are vocoded
+    # only the frames after the prompt mel are vocoded
+    samples = SAMPLES_PER_FRAME * vocoded_frames(prompt_tokens, new_tokens, prompt_frames)
     return {
         "z": (1, MEL_BINS, mel_frames),
         "sine_phase": (1, N_HARMONICS, 1),
@@ -164,18 +184,19 @@ def expected_noise_shapes(prompt_tokens: int, new_tokens: int) -> dict:
     }
 
 
-def check_noise_shapes(noise: dict, prompt_tokens: int, new_tokens: int) -> None:
-    """Raise InputError unless `noise` fits a request of P prompt and N new tokens."""
-    want = expected_noise_shapes(prompt_tokens, new_tokens)
+def check_noise_shapes(noise: dict, prompt_tokens: int, new_tokens: int, prompt_frames: int | None = None) -> None:
+    """Raise InputError unless `noise` fits a request of P prompt and N new tokens (prompt mel F frames)."""
+    want = expected_noise_shapes(prompt_tokens, new_tokens, prompt_frames)
     missing = [k for k in want if k not in noise]
     if missing:
         raise InputError(f"noise lacks {missing}; it needs {list(want)}")
+    odd = "" if prompt_frames in (None, TOKEN_MEL_RATIO * prompt_tokens) else f" after {prompt_frames} prompt frames"
     for key, shape in want.items():
         got = tuple(np.shape(noise[key]))
         if got != shape:
             raise InputError(
                 f"noise '{key}' has shape {got} but a request with {prompt_tokens} prompt and "
-                f"{new_tokens} new tokens needs {shape}"
+                f"{new_tokens} new tokens{odd} needs {shape}"
             )
 
 

@@ -5,9 +5,9 @@ sine-source randomness are inputs. Drawing them here from numpy's PCG64 makes a
 seed reproduce the same audio on every backend and machine.
 
 Draw order is part of the contract (changing it changes every seeded output):
-  1. z           (1, 80, 2(P+N))    standard normal
-  2. sine_phase  (1, 9, 1)          uniform in [-pi, pi); harmonic 0 then set to 0
-  3. sine_noise  (1, 9, 480*2N)     standard normal
+  1. z           (1, 80, 2(P+N))          standard normal
+  2. sine_phase  (1, 9, 1)                uniform in [-pi, pi); harmonic 0 then set to 0
+  3. sine_noise  (1, 9, 480*(2(P+N)-F))   standard normal: 480*2N, or 480*(2N-1) after an odd prompt
 """
 
 from __future__ import annotations
@@ -27,10 +27,14 @@ def _count(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def draw_noise(seed: int, prompt_tokens: int, new_tokens: int) -> dict:
-    """z, sine_phase and sine_noise (float32) for P prompt and N new tokens."""
+def draw_noise(seed: int, prompt_tokens: int, new_tokens: int, prompt_frames: int | None = None) -> dict:
+    """z, sine_phase and sine_noise (float32) for P prompt and N new tokens after a prompt mel of F frames
+    (2P by default, or 2P + 1)."""
     seed = _count(seed, "seed", 0)
-    shapes = expected_noise_shapes(_count(prompt_tokens, "prompt_tokens", 0), _count(new_tokens, "new_tokens", 1))
+    if prompt_frames is not None:
+        prompt_frames = _count(prompt_frames, "prompt_frames", 0)
+    shapes = expected_noise_shapes(_count(prompt_tokens, "prompt_tokens", 0), _count(new_tokens, "new_tokens", 1),
+                                   prompt_frames)
     rng = np.random.default_rng(seed)
     z = rng.standard_normal(shapes["z"], dtype=np.float32)
     phase = rng.uniform(-np.pi, np.pi, shapes["sine_phase"]).astype(np.float32)

@@ -50,7 +50,8 @@ _F32 = np.float32
 
 @dataclass(frozen=True)
 class Result:
-    """wav (960 N,) float32 with the fade-in applied; mel (80, 2N); timings in seconds for the batch
+    """wav (480 M,) float32 with the fade-in applied; mel (80, M) with M = 2N, or 2N - 1 after an odd
+    prompt (F = 2P + 1, as upstream); timings in seconds for the batch
     (encoder, estimator, vocoder, total); nfe = estimator calls; seed = the seed the noise came from
     (None when the noise was given)."""
 
@@ -122,7 +123,8 @@ class Conditioning:
 
     mask (B, 1, T), mu (B, 80, T), cond (B, 80, T): encoder outputs trimmed to the solver's T frames;
     spks (B, 80); x0 (B, 80, T): each row's initial noise, zeros over its padding; spans: per row
-    (first generated frame, end of the row): frames before the first are the prompt's."""
+    (first generated frame, end of the row): frames before the first are the prompt mel's F frames
+    (2P or 2P + 1), so a row's mel is cut at its own F, as upstream cuts it."""
 
     mask: np.ndarray
     mu: np.ndarray
@@ -143,7 +145,7 @@ class Conditioning:
         return {"mask": self.mask, "mu": self.mu, "spks": self.spks, "cond": self.cond}
 
     def mels(self, x1: np.ndarray) -> list:
-        """Each row's generated mel (80, 2N) from a solution x1 (B, 80, T): prompt and padding cut off."""
+        """Each row's generated mel (80, T_b - F_b) from a solution x1 (B, 80, T): prompt and padding cut off."""
         return [np.ascontiguousarray(x1[b, :, a:e]) for b, (a, e) in enumerate(self.spans)]
 
     def row(self, index: int) -> "Conditioning":
@@ -289,7 +291,7 @@ class S3GenRuntime:
         return solve(settings.solver, velocity, x0, settings.steps)
 
     def vocode(self, batch: Batch, mels, *, fade: bool = True) -> list:
-        """One vocoder run for the batch: each row's mel (80, 2N) -> its waveform (960 N,) float32,
+        """One vocoder run for the batch: each row's mel (80, M) -> its waveform (480 M,) float32,
         with upstream's 40 ms fade-in unless fade=False (e.g. for a later part of a stream)."""
         self._check_batch(batch)
         mels = check_mels(mels, batch)

@@ -1,8 +1,10 @@
 """A voice: the reference (prompt) tokens, their mel and the speaker x-vector.
 
 S3Gen conditions on all three; they travel together in one .npz or .safetensors
-file. The prompt mel must have exactly two frames per prompt token: upstream
-silently truncates a mismatch, which shifts the voice; we refuse instead.
+file. The prompt mel has F = 2P frames for P prompt tokens, or 2P + 1: upstream's
+embed_ref leaves one odd frame when the reference clip is not a multiple of 40 ms,
+and synthesises with it (one generated frame fewer). Any other F is refused: upstream
+would silently misalign prompt and mel, which shifts the voice.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import MEL_BINS, SPEAKER_EMBED_DIM, TOKEN_MEL_RATIO
+from .constants import MEL_BINS, SPEAKER_EMBED_DIM
 from .errors import InputError
-from .io import as_token_ids
+from .io import as_token_ids, check_prompt_frames
 
 VOICE_KEYS = ("prompt_token", "prompt_feat", "embedding")
 VOICE_SUFFIXES = (".npz", ".safetensors")
@@ -43,7 +45,7 @@ def _float_array(value, name: str, rank: int, layout: str) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False)
 class Voice:
-    """prompt_token (1, P) int64; prompt_feat (1, 2P, 80) float32; embedding (1, 192) float32.
+    """prompt_token (1, P) int64; prompt_feat (1, F, 80) float32 with F = 2P or 2P + 1; embedding (1, 192) float32.
 
     Build it with `Voice.validated(...)` so the shapes and values are known good.
     """
@@ -57,6 +59,11 @@ class Voice:
         """P, the number of prompt tokens."""
         return int(self.prompt_token.shape[1])
 
+    @property
+    def prompt_frames(self) -> int:
+        """F, the prompt mel's frames: 2P or 2P + 1."""
+        return int(self.prompt_feat.shape[1])
+
     @classmethod
     def validated(cls, prompt_token, prompt_feat, embedding) -> "Voice":
         """Check and normalise the three arrays (unbatched inputs get batch 1)."""
@@ -65,16 +72,11 @@ class Voice:
             raise InputError("prompt_token is empty: a voice needs at least one prompt token")
         tok = as_token_ids(tok[0], "prompt_token")[None]
 
-        feat = _float_array(prompt_feat, "prompt_feat", 3, f"(1, 2P, {MEL_BINS})")
+        feat = _float_array(prompt_feat, "prompt_feat", 3, f"(1, F, {MEL_BINS})")
         if feat.shape[2] != MEL_BINS:
             hint = " (it looks channels-first; prompt_feat is frames-first)" if feat.shape[1] == MEL_BINS else ""
             raise InputError(f"prompt_feat must have {MEL_BINS} mel bins last, got shape {feat.shape}{hint}")
-        want = TOKEN_MEL_RATIO * tok.shape[1]
-        if feat.shape[1] != want:
-            raise InputError(
-                f"prompt_feat has {feat.shape[1]} frames but {tok.shape[1]} prompt tokens need exactly "
-                f"{want} ({TOKEN_MEL_RATIO} per token); fix the voice rather than truncating it"
-            )
+        check_prompt_frames(feat.shape[1], tok.shape[1])
 
         emb = _float_array(embedding, "embedding", 2, f"(1, {SPEAKER_EMBED_DIM})")
         if emb.shape[1] != SPEAKER_EMBED_DIM:

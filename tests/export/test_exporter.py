@@ -38,7 +38,7 @@ def test_manifest_records_every_graph(exported, synthetic_checkpoint, variant):
         record = manifest.component(spec.name)
         assert record.validation.passed
         names = [c.name for c in record.validation.cases]
-        assert len(names) >= 3 and "b2_unequal" in names
+        assert len(names) >= 3 and {"b1_short_odd", "b2_unequal_odd_even"} <= set(names)
         assert [t.name for t in record.inputs] == spec.input_names
         meta = read_metadata(folder / record.file)
         assert meta["component"] == spec.name and meta["spec_hash"] == record.spec_hash == spec.spec_hash()
@@ -69,17 +69,20 @@ def test_no_float64_tensor_in_any_graph(exported, variant):
         assert doubles == [], f"{name}: float64 tensors {doubles[:5]}"
 
 
-@pytest.mark.parametrize("variant", ["standard", "meanflow"])
-def test_graphs_with_golden_loop_reproduce_golden(exported, golden, variant):
-    """encoder -> upstream's Euler loop in numpy around the estimator graph -> vocoder -> fade."""
-    g = np.load(golden(GOLDEN[variant]))
+@pytest.mark.parametrize("variant, name", [*GOLDEN.items(), ("standard", "voice/voice_espeak_enus_22k.npz"),
+                                           ("standard", "voice/voice_aishell_16k.npz")])
+def test_graphs_with_golden_loop_reproduce_golden(exported, golden, variant, name):
+    """encoder -> upstream's Euler loop in numpy around the estimator graph -> vocoder -> fade. The
+    voice files are upstream-prepared voices: F = 2P + 1 (espeak, 2N - 1 frames vocoded) and F = 2P."""
+    g = np.load(golden(name))
     folder = exported(variant)
-    n_prompt, n_new = g["prompt_token"].shape[1], g["speech_tokens"].shape[1]
+    n_prompt, n_new, n_feat = g["prompt_token"].shape[1], g["speech_tokens"].shape[1], g["prompt_feat"].shape[1]
     enc = dict(zip(["mu", "mask", "spks", "cond"], session(folder, "encoder").run(None, {
         "tokens": g["speech_tokens"], "token_lengths": np.array([n_new]),
         "prompt_tokens": g["prompt_token"], "prompt_lengths": np.array([n_prompt]),
-        "prompt_feat": g["prompt_feat"], "embedding": g["embedding"]})))
+        "prompt_feat": g["prompt_feat"], "prompt_feat_lengths": np.array([n_feat]), "embedding": g["embedding"]})))
     assert np.abs(enc["mu"] - g["mu"]).max() <= 1e-4 and np.abs(enc["spks"] - g["spks"]).max() <= 1e-4
+    assert np.array_equal(enc["cond"], g["cond"]) and np.array_equal(enc["mask"], g["mask"])
     n = int(g["n_timesteps"])
     meanflow = variant == "meanflow"
     grid = linear_grid(n) if meanflow else cosine_grid(n)
@@ -89,7 +92,7 @@ def test_graphs_with_golden_loop_reproduce_golden(exported, golden, variant):
         feeds = {"x": x, "t": np.array([t], np.float32), **{k: enc[k] for k in ("mask", "mu", "spks", "cond")}}
         feeds.update({"r": np.array([r], np.float32)} if meanflow else {"cfg_rate": np.array([0.7], np.float32)})
         x = x + (r - t) * est.run(None, feeds)[0]
-    mel = x[:, :, 2 * n_prompt:]
+    mel = x[:, :, n_feat:]   # upstream cuts at F, not 2P
     assert np.abs(mel - g["mel"]).max() <= 1e-3
     wav, f0 = session(folder, "vocoder").run(None, {"mel": mel, "mel_lengths": np.array([mel.shape[2]]),
                                                     "sine_phase": g["sine_phase"], "sine_noise": g["sine_noise"]})
@@ -122,14 +125,16 @@ def _row_alone_vs_padded(spec, folder, rows, frames_of):
 
 
 def _frames(axis, row):
-    p, n = row
-    return {"tokens": n, "prompt_tokens": p, "prompt_frames": 2 * p, "frames": 2 * (p + n),
-            "mel_frames": 2 * n, "samples": 960 * n}[axis]
+    """A Case row (P, N) or (P, N, F)'s size on a named axis."""
+    p, n = row[:2]
+    f = row[2] if len(row) > 2 else 2 * p
+    return {"tokens": n, "prompt_tokens": p, "prompt_frames": f, "frames": 2 * (p + n),
+            "mel_frames": 2 * (p + n) - f, "samples": 480 * (2 * (p + n) - f)}[axis]
 
 
 def test_padding_is_inert_in_encoder_and_estimator(exported):
     folder = exported("standard")
-    rows = ((12, 30), (25, 9), (5, 17))
+    rows = ((12, 30, 25), (25, 9), (5, 17, 11))   # odd prompts (F = 2P + 1) beside an even one
     specs = {s.name: s for s in specs_for_variant("standard")}
     assert _row_alone_vs_padded(specs["encoder"], folder, rows, _frames) <= 1e-4
     # the estimator's conditioning is random per row here; mask/cond come from the same lengths
@@ -141,7 +146,7 @@ def test_vocoder_padding_error_is_measured_small(exported):
     the row's own window envelope, so a padded row matches the row alone up to fp32 reassociation
     (measured 1.4e-4 on the waveform, from the different conv shapes; the wav tolerance is 2e-3)."""
     spec = {s.name: s for s in specs_for_variant("standard")}["vocoder"]
-    assert _row_alone_vs_padded(spec, exported("standard"), ((0, 20), (0, 7)), _frames) <= 1e-3
+    assert _row_alone_vs_padded(spec, exported("standard"), ((0, 20), (1, 7, 3)), _frames) <= 1e-3
 
 
 def test_export_refuses_non_empty_folder_without_force(tmp_path):

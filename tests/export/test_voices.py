@@ -31,11 +31,24 @@ def test_conds_round_trip_through_cli(tmp_path):
     np.testing.assert_array_equal(voice.prompt_feat, gen["prompt_feat"].numpy())
 
 
-def test_odd_frame_needs_explicit_trim(tmp_path):
-    write_conds(tmp_path / "c.pt", p=10, extra_frame=True)
-    with pytest.raises(InputError, match="21 frames for 10 tokens"):
-        voice_from_conds(tmp_path / "c.pt")
+def test_odd_frame_is_kept_unless_trimmed(tmp_path):
+    """Upstream synthesises with F = 2P + 1 as it is, so the voice keeps the frame by default."""
+    gen = write_conds(tmp_path / "c.pt", p=10, extra_frame=True)
+    voice = voice_from_conds(tmp_path / "c.pt")
+    assert voice.prompt_frames == 21
+    np.testing.assert_array_equal(voice.prompt_feat, gen["prompt_feat"].numpy())
     assert voice_from_conds(tmp_path / "c.pt", trim_odd_frame=True).prompt_feat.shape == (1, 20, 80)
+    result = CliRunner().invoke(main, ["voice-from-conds", str(tmp_path / "c.pt"), str(tmp_path / "v.npz")])
+    assert result.exit_code == 0 and "10 prompt tokens, 21 mel frames" in result.output
+    assert load_voice(tmp_path / "v.npz").prompt_frames == 21
+
+
+def test_other_frame_counts_are_refused_naming_the_rule(tmp_path):
+    gen = write_conds(tmp_path / "c.pt", p=10)
+    gen["prompt_feat"] = torch.randn(1, 22, 80)
+    torch.save({"gen": gen}, tmp_path / "c.pt")
+    with pytest.raises(InputError, match=r"c\.pt: prompt_feat must have 2P or 2P\+1 frames.* 22 frames for 10"):
+        voice_from_conds(tmp_path / "c.pt")
 
 
 def test_bad_conds_are_refused(tmp_path):

@@ -11,11 +11,14 @@ from s3gen_runtime.io import load_noise
 from s3gen_runtime.voice import Voice
 
 GOLDEN = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanflow_p25_n35_seed0.npz"}
+# Voices prepared by upstream's embed_ref, synthesised by the standard model: F = 2P + 1 and F = 2P
+VOICE_GOLDEN = {"odd": "voice/voice_espeak_enus_22k.npz", "even": "voice/voice_aishell_16k.npz"}
 
 
-def random_voice(rng, prompt_tokens: int) -> Voice:
+def random_voice(rng, prompt_tokens: int, odd: bool = False) -> Voice:
+    """A voice of P prompt tokens and F = 2P (or 2P + 1 when odd) prompt mel frames."""
     return Voice.validated(rng.integers(0, 6561, prompt_tokens),
-                           (rng.standard_normal((2 * prompt_tokens, 80)) * 2.0 - 5.0).astype(np.float32),
+                           (rng.standard_normal((2 * prompt_tokens + odd, 80)) * 2.0 - 5.0).astype(np.float32),
                            rng.standard_normal(192).astype(np.float32))
 
 

@@ -55,3 +55,21 @@ def test_normal_draws_look_standard():
 def test_bad_arguments(args, match):
     with pytest.raises(InputError, match=match):
         draw_noise(*args)
+
+
+def test_odd_prompt_vocodes_one_frame_fewer():
+    """F = 2P + 1: z still covers T = 2 (P + N), the sine noise the 2N - 1 vocoded frames; the draws are
+    the even request's, the sine noise stopping one frame's samples earlier."""
+    odd, even = draw_noise(5, 25, 35, 51), draw_noise(5, 25, 35)
+    assert odd["z"].shape == (1, 80, 120) and odd["sine_noise"].shape == (1, 9, 480 * 69)
+    np.testing.assert_array_equal(odd["z"], even["z"])
+    np.testing.assert_array_equal(odd["sine_noise"].ravel(), even["sine_noise"].ravel()[:9 * 480 * 69])
+    check_noise_shapes(odd, 25, 35, 51)
+    with pytest.raises(InputError, match=r"after 51 prompt frames needs \(1, 9, 33120\)"):
+        check_noise_shapes(even, 25, 35, 51)
+
+
+@pytest.mark.parametrize("frames", [49, 52])
+def test_prompt_frames_outside_the_rule_are_refused(frames):
+    with pytest.raises(InputError, match="prompt_feat must have 2P or 2P\\+1 frames"):
+        draw_noise(5, 25, 35, frames)

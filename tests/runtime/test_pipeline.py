@@ -2,7 +2,8 @@
 buckets, validation before any graph runs, tampered artifacts, seeds, solvers, precision.
 
 Measured on this project's CPU (ORT 1.32, fp32) against the golden files: standard mel 3.6e-6 and
-wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. A row in a padded batch against the same
+wav 3.3e-5 max abs; meanflow mel 5.7e-6 and wav 3.6e-5. Upstream-prepared voices (standard): odd
+F = 2P + 1 (espeak) mel 3.9e-6, wav 4.8e-5; even (aishell) mel 3.9e-6, wav 5.1e-5. A row in a padded batch against the same
 request alone: mel <= 6.3e-6, wav <= 4.2e-5 (with or without pad_to_bucket).
 """
 from collections import Counter
@@ -10,10 +11,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from pipeline_helpers import (GOLDEN, TINY, add_int8_standin, count_calls, golden_case, linked_copy, max_diff,
+from pipeline_helpers import (GOLDEN, TINY, VOICE_GOLDEN, add_int8_standin, count_calls, golden_case, linked_copy, max_diff,
                               random_voice, tiny)
 
-from s3gen_runtime.batching import Request, plan_layout, validate_requests
+from s3gen_runtime.batching import Batch, Request, encoder_feeds, plan_layout, validate_requests
 from s3gen_runtime.buckets import make_buckets
 from s3gen_runtime.errors import ArtifactError, BucketError, InputError, ManifestError
 from s3gen_runtime.manifest import SCHEMA_VERSION, Tuning
@@ -33,12 +34,15 @@ def small_buckets(exported, tmp_path_factory):
     return S3GenRuntime(folder, pad_to_bucket=True)
 
 
+BATCH_ROWS = [(3, 7, False), (8, 4, True), (5, 12, True)]   # (P, N, F = 2P + 1): odd and even prompts mixed
+
+
 @pytest.fixture(scope="module")
 def batch_requests():
     """Three requests of different prompt and token lengths, each with its own voice and seed."""
     rng = np.random.default_rng(5)
-    return [Request(rng.integers(0, 6561, n), random_voice(rng, p), seed=s)
-            for s, (p, n) in enumerate([(3, 7), (8, 4), (5, 12)])]
+    return [Request(rng.integers(0, 6561, n), random_voice(rng, p, odd), seed=s)
+            for s, (p, n, odd) in enumerate(BATCH_ROWS)]
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +64,33 @@ def test_golden_parity(variant, std, mf, golden):
     assert max_diff(result.wav, g["wav"][0]) < 2e-3
 
 
+@pytest.mark.parametrize("parity", ["odd", "even"])
+def test_prepared_voice_golden_parity(std, golden, parity):
+    """Voices from upstream's embed_ref: with F = 2P + 1 upstream vocodes 2N - 1 frames, and so must we."""
+    tokens, voice, noise, g = golden_case(golden(VOICE_GOLDEN[parity]))
+    assert voice.prompt_frames == 2 * voice.prompt_tokens + (parity == "odd")
+    result = std.synthesize(tokens, voice, noise=noise)
+    assert result.mel.shape == (80, 2 * np.size(tokens) - (parity == "odd")) and result.wav.shape == g["wav"][0].shape
+    assert max_diff(result.mel, g["mel"][0]) < 1e-3
+    assert max_diff(result.wav, g["wav"][0]) < 2e-3
+
+
+def test_prepared_voice_golden_conditioning(std, golden):
+    """The odd voice's encoder outputs: mu over T = 2 (P + N) frames, cond = its 405 prompt frames."""
+    tokens, voice, noise, g = golden_case(golden(VOICE_GOLDEN["odd"]))
+    c = std.encode(std.prepare([Request(tokens, voice, noise=noise)]))
+    assert c.spans == ((405, 450),)
+    assert max_diff(c.mu, g["mu"]) < 1e-4 and max_diff(c.spks, g["spks"]) < 1e-4
+    assert np.array_equal(c.cond, g["cond"]) and np.array_equal(c.mask, g["mask"])
+
+
 # ---------------------------------------------------------------- batching and buckets
 
 def test_batch_rows_match_alone(std, batch_requests, alone):
     batch = std.synthesize_batch(batch_requests, steps=2)
     for request, one, row in zip(batch_requests, alone, batch):
-        n = len(request.tokens)
-        assert row.mel.shape == (80, 2 * n) and row.wav.shape == (960 * n,)
+        frames = 2 * (request.voice.prompt_tokens + len(request.tokens)) - request.voice.prompt_frames
+        assert row.mel.shape == (80, frames) and row.wav.shape == (480 * frames,)
         assert row.seed == request.seed and row.nfe == 2
         assert max_diff(row.mel, one.mel) < BATCH_MEL_ATOL
         assert max_diff(row.wav, one.wav) < BATCH_WAV_ATOL
@@ -120,6 +144,31 @@ def test_layout_solves_only_needed_frames():
     assert (padded.prompt_width, padded.token_width, padded.frames, padded.vocoder_frames) == (10, 118, 256, 256)
 
 
+def test_layout_with_odd_prompts():
+    """Prompt mels pad to the widest F; an odd prompt still solves T = 2 (P + N) frames and vocodes T - F."""
+    rng = np.random.default_rng(3)
+    rows = validate_requests([Request(rng.integers(0, 6561, 20), random_voice(rng, 2, odd=True), 0),
+                              Request(rng.integers(0, 6561, 3), random_voice(rng, 10, odd=True), 0),
+                              Request(rng.integers(0, 6561, 5), random_voice(rng, 4), 0)], make_buckets())
+    assert [r.span for r in rows] == [(5, 44), (21, 26), (8, 18)]
+    layout = plan_layout(rows, make_buckets(), pad_to_bucket=False)
+    assert (layout.prompt_width, layout.token_width, layout.prompt_feat_width) == (10, 20, 21)
+    assert (layout.frames, layout.vocoder_frames) == (44, 39)             # longest row, longest T - F
+    feeds = encoder_feeds(Batch(tuple(rows), layout))
+    assert feeds["prompt_feat"].shape == (3, 21, 80) and feeds["prompt_feat_lengths"].tolist() == [5, 21, 8]
+    assert not feeds["prompt_feat"][2, 8:].any()                         # zero padding past the even row's F
+
+
+def test_odd_prompt_bucket_counts_t_not_f(small_buckets):
+    """A bucket holds T = 2 (P + N) frames: F = 2P + 1 neither adds a frame nor moves the limit."""
+    rng = np.random.default_rng(6)
+    voice = random_voice(rng, 40, odd=True)                      # F = 81
+    (row,) = small_buckets.synthesize_batch([Request(rng.integers(0, 6561, 8), voice, 0)], steps=2)
+    assert row.mel.shape == (80, 96 - 81)                        # 2 (40 + 8) = 96: the largest bucket exactly
+    with pytest.raises(BucketError, match="request needs 98 mel frames .* holds 96"):
+        small_buckets.prepare([Request(rng.integers(0, 6561, 9), voice, 0)])
+
+
 # ---------------------------------------------------------------- validation before any graph runs
 
 def _bad_voice(prompt_feat=None, embedding=None, prompt=3):
@@ -142,8 +191,12 @@ BAD_INPUTS = {
     "fractional tokens": (dict(tokens=np.array([1.5, 2.0])), "must be whole numbers, got 1.5 at index 0"),
     "batched tokens": (dict(tokens=np.zeros((2, 4), np.int64)), "tokens have batch 2"),
     "NaN prompt_feat": (dict(voice=_bad_voice(prompt_feat=_nan_feat())), "prompt_feat contains NaN or Inf"),
-    "prompt frames": (dict(voice=_bad_voice(prompt_feat=np.zeros((1, 7, 80), np.float32))),
-                      "prompt_feat has 7 frames but 3 prompt tokens need exactly 6"),
+    "prompt frames 2P-1": (dict(voice=_bad_voice(prompt_feat=np.zeros((1, 5, 80), np.float32))),
+                           "prompt_feat must have 2P or 2P+1 frames for P prompt tokens; it has 5 frames for 3 "
+                           "tokens (needs 6 or 7)"),
+    "prompt frames 2P+2": (dict(voice=_bad_voice(prompt_feat=np.zeros((1, 8, 80), np.float32))),
+                           "prompt_feat must have 2P or 2P+1 frames for P prompt tokens; it has 8 frames for 3 "
+                           "tokens"),
     "embedding size": (dict(voice=_bad_voice(embedding=np.zeros((1, 191), np.float32))),
                        "embedding must be 192-d"),
     "not a voice": (dict(voice={"prompt_token": [1]}), "voice must be a s3gen_runtime.voice.Voice"),
@@ -159,6 +212,10 @@ BAD_INPUTS = {
                     "noise 'z' has shape (1, 80, 15) but a request with 3 prompt and 4 new tokens needs (1, 80, 14)"),
     "NaN noise": (dict(noise={**draw_noise(0, 3, 4), "sine_phase": np.full((1, 9, 1), np.nan, np.float32)}),
                   "noise 'sine_phase' contains NaN or Inf"),
+    "even noise, odd voice": (dict(voice=_bad_voice(prompt_feat=np.zeros((1, 7, 80), np.float32)),
+                                   noise=draw_noise(0, 3, 4)),
+                              "noise 'sine_noise' has shape (1, 9, 3840) but a request with 3 prompt and 4 new "
+                              "tokens after 7 prompt frames needs (1, 9, 3360)"),
 }
 
 

@@ -17,10 +17,10 @@ ROW_MEL_ATOL = 5e-5   # as test_pipeline's BATCH_MEL_ATOL: a row alone vs in a p
 
 @pytest.fixture(scope="module")
 def requests():
-    """Three rows of different prompt and token lengths, seeded."""
+    """Three rows of different prompt and token lengths, seeded; the second has an odd prompt (F = 2P + 1)."""
     rng = np.random.default_rng(21)
-    return [Request(rng.integers(0, 6561, n), random_voice(rng, p), seed=40 + i)
-            for i, (p, n) in enumerate([(4, 6), (2, 9), (6, 3)])]
+    return [Request(rng.integers(0, 6561, n), random_voice(rng, p, odd), seed=40 + i)
+            for i, (p, n, odd) in enumerate([(4, 6, False), (2, 9, True), (6, 3, False)])]
 
 
 @pytest.mark.parametrize("variant, kwargs", [("standard", dict(solver="heun", steps=2, cfg_rate=0.5)),
@@ -46,7 +46,8 @@ def test_prepare_validates_and_plans_without_running_a_graph(std, requests, monk
     assert isinstance(batch, Batch) and len(batch) == 3 and batch.seeds == (40, 41, 42)
     assert (batch.layout.prompt_width, batch.layout.token_width) == (6, 9)
     assert batch.layout.frames == max(2 * (p + n) for p, n in [(4, 6), (2, 9), (6, 3)]) == 22
-    assert [r.span for r in batch.rows] == [(8, 20), (4, 22), (12, 18)]
+    assert [r.span for r in batch.rows] == [(8, 20), (5, 22), (12, 18)]   # cut at each row's F
+    assert batch.layout.prompt_feat_width == 12
     with pytest.raises(InputError, match="^request 1: tokens are empty"):
         std.prepare([requests[0], Request(np.zeros(0, np.int64), requests[0].voice, 0)])
     assert sum(calls.values()) == 0
@@ -64,6 +65,15 @@ def test_encode_gives_trimmed_conditioning_and_each_rows_noise(std, requests, mo
         end = row.frames
         assert np.array_equal(c.x0[b, :, :end], row.noise["z"][0]) and not c.x0[b, :, end:].any()
         assert c.mask[b, 0, :end].all() and not c.mask[b, 0, end:].any()
+
+
+def test_cond_holds_each_rows_own_prompt_frames(std, requests):
+    """cond = row b's first F_b prompt frames (odd F included), zeros after: the encoder gets each F."""
+    c = std.encode(std.prepare(requests))
+    for b, request in enumerate(requests):
+        feat = request.voice.prompt_feat[0].T
+        f = feat.shape[1]
+        assert np.array_equal(c.cond[b, :, :f], feat) and not c.cond[b, :, f:].any()
 
 
 def test_a_row_cut_from_the_conditioning_solves_like_the_row_alone(std, requests):
@@ -121,13 +131,15 @@ def test_vocode_fade_and_checks(std, requests):
     mels = c.mels(std.solve(c, std.resolve(steps=2)))
     plain, faded = std.vocode(batch, mels, fade=False), std.vocode(batch, mels)
     for row, p, f in zip(batch.rows, plain, faded):
-        assert p.shape == f.shape == (960 * row.new,)
+        assert p.shape == f.shape == (480 * row.vocoded_frames,) == (480 * (2 * row.new - (row.prompt_frames % 2)),)
         assert np.array_equal(f, apply_trim_fade(p))
         assert np.array_equal(f[TRIM_FADE_SAMPLES:], p[TRIM_FADE_SAMPLES:]) and not f[:TRIM_FADE_SAMPLES // 2].any()
     with pytest.raises(InputError, match=r"one mel per row \(3\), got 2"):
         std.vocode(batch, mels[:2])
-    with pytest.raises(InputError, match=r"mel 1 has shape \(80, 17\); row 1 \(9 new tokens\) needs \(80, 18\)"):
-        std.vocode(batch, [mels[0], mels[1][:, :17], mels[2]])
+    assert mels[1].shape == (80, 17)   # row 1's odd prompt (F = 5): 2N - 1 frames
+    with pytest.raises(InputError, match=r"mel 1 has shape \(80, 16\); row 1 \(9 new tokens after 5 prompt frames\) "
+                                         r"needs \(80, 17\)"):
+        std.vocode(batch, [mels[0], mels[1][:, :16], mels[2]])
     with pytest.raises(InputError, match="expected a Batch"):
         std.vocode(batch.rows, mels)
 

@@ -8,10 +8,10 @@ from s3gen_runtime.voice import Voice, load_voice, save_voice
 
 
 
-def arrays(p=5, seed=0):
+def arrays(p=5, seed=0, odd=False):
     rng = np.random.default_rng(seed)
     return {"prompt_token": rng.integers(0, 6561, (1, p)),
-            "prompt_feat": rng.standard_normal((1, 2 * p, 80)).astype(np.float32),
+            "prompt_feat": rng.standard_normal((1, 2 * p + odd, 80)).astype(np.float32),
             "embedding": rng.standard_normal((1, 192)).astype(np.float32)}
 
 
@@ -26,12 +26,20 @@ def test_validated_normalises_dtypes_and_shapes():
     np.testing.assert_array_equal(v.prompt_token, a["prompt_token"])
 
 
-def test_frame_count_must_be_exactly_two_per_token():
+@pytest.mark.parametrize("frames", [10, 11])
+def test_prompt_mel_may_have_2p_or_2p_plus_1_frames(frames):
+    """upstream's embed_ref gives F = 2P, or 2P + 1 when the clip is not a multiple of 40 ms."""
     a = arrays(p=5)
-    with pytest.raises(InputError, match=r"11 frames but 5 prompt tokens need exactly 10"):
-        Voice.validated(a["prompt_token"], np.zeros((1, 11, 80), np.float32), a["embedding"])
-    with pytest.raises(InputError, match=r"9 frames but 5 prompt tokens need exactly 10"):
-        Voice.validated(a["prompt_token"], a["prompt_feat"][:, :9], a["embedding"])
+    v = Voice.validated(a["prompt_token"], np.zeros((1, frames, 80), np.float32), a["embedding"])
+    assert (v.prompt_tokens, v.prompt_frames) == (5, frames)
+
+
+@pytest.mark.parametrize("frames", [9, 12, 4, 20])
+def test_other_frame_counts_are_refused_naming_the_rule(frames):
+    a = arrays(p=5)
+    with pytest.raises(InputError, match=rf"prompt_feat must have 2P or 2P\+1 frames.* {frames} frames for 5 "
+                                         r"tokens \(needs 10 or 11\)"):
+        Voice.validated(a["prompt_token"], np.zeros((1, frames, 80), np.float32), a["embedding"])
 
 
 @pytest.mark.parametrize("field, value, match", [
@@ -44,7 +52,7 @@ def test_frame_count_must_be_exactly_two_per_token():
     ("prompt_feat", np.zeros((1, 10, 80), np.int32), "floating point"),
     ("prompt_feat", np.zeros((1, 10, 81), np.float32), "80 mel bins"),
     ("prompt_feat", np.zeros((1, 80, 10), np.float32), "channels-first"),
-    ("prompt_feat", np.zeros((10, 80, 1, 1), np.float32), r"\(1, 2P, 80\)"),
+    ("prompt_feat", np.zeros((10, 80, 1, 1), np.float32), r"\(1, F, 80\)"),
     ("embedding", np.zeros((1, 256), np.float32), "192-d"),
     ("embedding", np.zeros((3, 192), np.float32), "batch 1"),
 ])
@@ -65,9 +73,11 @@ def test_non_finite_values_name_the_field(field, bad):
         Voice.validated(**a)
 
 
+@pytest.mark.parametrize("odd", [False, True])
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
-def test_save_load_roundtrip(tmp_path, suffix):
-    v = Voice.validated(**arrays(p=7))
+def test_save_load_roundtrip(tmp_path, suffix, odd):
+    v = Voice.validated(**arrays(p=7, odd=odd))
+    assert v.prompt_frames == 14 + odd
     path = save_voice(v, tmp_path / ("voice" + suffix))
     w = load_voice(path)
     for k in ("prompt_token", "prompt_feat", "embedding"):
@@ -101,6 +111,14 @@ def test_load_file_problems(tmp_path):
         load_voice(tmp_path / "junk.safetensors")
     with pytest.raises(InputError, match=r"\.npz or \.safetensors"):
         save_voice(Voice.validated(**arrays()), tmp_path / "v.json")
+
+
+@pytest.mark.parametrize("name, p, f", [("voice/voice_espeak_enus_22k.npz", 202, 405),
+                                        ("voice/voice_aishell_16k.npz", 105, 210)])
+def test_prepared_voice_golden_files_are_valid_voice_files(golden, name, p, f):
+    """Voices upstream's embed_ref prepared: the odd one (F = 2P + 1) loads as it is."""
+    v = load_voice(golden(name))
+    assert (v.prompt_tokens, v.prompt_frames) == (p, f)
 
 
 def test_golden_file_is_a_valid_voice_file(golden):

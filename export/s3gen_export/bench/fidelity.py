@@ -43,7 +43,8 @@ def _int8_vs_fp32(fp32, int8, cases, seeds) -> list[dict]:
     for seconds, tokens, voice in cases:
         for s in seeds:
             keys.append((seconds, s))
-            requests.append(Request(tokens, voice, noise=draw_noise(s, voice.prompt_tokens, len(tokens))))
+            requests.append(Request(tokens, voice, noise=draw_noise(s, voice.prompt_tokens, len(tokens),
+                                                                    voice.prompt_frames)))
     kwargs = {"solver": UPSTREAM[0], "steps": UPSTREAM[1], "cfg_rate": CFG_RATE}
     a, b = fp32.synthesize_batch(requests, **kwargs), int8.synthesize_batch(requests, **kwargs)
     return [{"audio_seconds": sec, "seed": s, "mel_snr_db": snr_db(q.mel, f.mel), "wav_snr_db": snr_db(q.wav, f.wav)}

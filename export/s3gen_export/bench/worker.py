@@ -131,7 +131,8 @@ class EagerWorker:
         with torch.inference_mode():
             enc = self.model.flow.encode(torch.as_tensor(tokens).reshape(1, -1), torch.tensor([new]),
                                          torch.as_tensor(voice.prompt_token), torch.tensor([prompt]),
-                                         torch.as_tensor(voice.prompt_feat), torch.as_tensor(voice.embedding))
+                                         torch.as_tensor(voice.prompt_feat), torch.tensor([voice.prompt_frames]),
+                                         torch.as_tensor(voice.embedding))
             guided = GuidedEstimator(self.model.flow.decoder.estimator)
             x = torch.as_tensor(noise["z"])
             for _ in range(calls):

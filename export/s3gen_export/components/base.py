@@ -37,9 +37,10 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Case:
-    """A request batch to export or validate at: one (prompt tokens, new tokens) pair per row."""
+    """A request batch to export or validate at: one row per request, (P prompt tokens, N new tokens)
+    or (P, N, F) with F the prompt mel's frames; F defaults to 2P, and 2P + 1 is upstream's odd prompt."""
     name: str
-    rows: tuple[tuple[int, int], ...]
+    rows: tuple[tuple[int, ...], ...]
 
     @property
     def batch(self) -> int:
@@ -89,12 +90,15 @@ class ComponentSpec:
 
 
 # Shapes shared by the three graphs' validation: none equals an export case, one is batch 2 with
-# unequal lengths (padding must be inert), one is batch 1 long enough to cross 512 mel frames.
-EXPORT_CASE = Case("export_b2", ((6, 9), (4, 5)))
+# unequal lengths (padding must be inert), one is batch 1 long enough to cross 512 mel frames. Odd
+# prompts (F = 2P + 1) appear alone and beside an even row, so each row's own F must be honoured.
+# The export case has an odd row too: its prompt width (13) then equals no other axis, so the
+# exporter cannot tie prompt_frames to prompt_tokens.
+EXPORT_CASE = Case("export_b2", ((6, 9, 13), (4, 5)))
 VALIDATION_CASES = (
-    Case("b1_short", ((3, 5),)),
+    Case("b1_short_odd", ((3, 5, 7),)),
     Case("b1_long", ((50, 210),)),
-    Case("b2_unequal", ((25, 35), (10, 14))),
+    Case("b2_unequal_odd_even", ((25, 35, 51), (10, 14))),
     Case("b3_mixed", ((8, 40), (30, 6), (12, 20))),
 )
 
@@ -103,6 +107,16 @@ def lengths(case: Case, which: str, scale: int = 1) -> np.ndarray:
     """Per-row lengths: 'prompt' tokens, 'new' tokens or 'total' tokens, times scale."""
     index = {"prompt": (0,), "new": (1,), "total": (0, 1)}[which]
     return np.array([sum(row[i] for i in index) * scale for row in case.rows], dtype=np.int64)
+
+
+def prompt_frames(case: Case) -> np.ndarray:
+    """Per-row prompt mel frames F: the row's third entry, else 2P."""
+    return np.array([row[2] if len(row) > 2 else 2 * row[0] for row in case.rows], dtype=np.int64)
+
+
+def vocoded_frames(case: Case) -> np.ndarray:
+    """Per-row frames the vocoder gets: T - F with T = 2 (P + N), i.e. 2N, or 2N - 1 for an odd prompt."""
+    return lengths(case, "total", scale=2) - prompt_frames(case)
 
 
 def length_mask(lens: np.ndarray, size: int) -> np.ndarray:

@@ -7,7 +7,8 @@ from torch import nn
 
 from s3gen_runtime.constants import MEL_BINS, SPEAKER_EMBED_DIM, SPEECH_VOCAB_SIZE
 
-from .base import EXPORT_CASE, VALIDATION_CASES, Case, ComponentSpec, TensorSpec, Tolerance, lengths
+from .base import (EXPORT_CASE, VALIDATION_CASES, Case, ComponentSpec, TensorSpec, Tolerance, lengths,
+                   prompt_frames)
 
 
 class EncoderGraph(nn.Module):
@@ -15,21 +16,24 @@ class EncoderGraph(nn.Module):
         super().__init__()
         self.flow = model.flow
 
-    def forward(self, tokens, token_lengths, prompt_tokens, prompt_lengths, prompt_feat, embedding):
-        out = self.flow.encode(tokens, token_lengths, prompt_tokens, prompt_lengths, prompt_feat, embedding)
+    def forward(self, tokens, token_lengths, prompt_tokens, prompt_lengths, prompt_feat, prompt_feat_lengths,
+                embedding):
+        out = self.flow.encode(tokens, token_lengths, prompt_tokens, prompt_lengths, prompt_feat,
+                               prompt_feat_lengths, embedding)
         return out["mu"], out["mask"], out["spks"], out["cond"]
 
 
 def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Random ids everywhere, padding included: padded ids must not change the valid frames."""
-    prompt, new = lengths(case, "prompt"), lengths(case, "new")
+    """Random ids and mels everywhere, padding included: padded ids and frames must not change the valid ones."""
+    prompt, new, feat = lengths(case, "prompt"), lengths(case, "new"), prompt_frames(case)
     b = case.batch
     return {
         "tokens": rng.integers(0, SPEECH_VOCAB_SIZE, (b, int(new.max()))).astype(np.int64),
         "token_lengths": new,
         "prompt_tokens": rng.integers(0, SPEECH_VOCAB_SIZE, (b, int(prompt.max()))).astype(np.int64),
         "prompt_lengths": prompt,
-        "prompt_feat": (rng.standard_normal((b, 2 * int(prompt.max()), MEL_BINS)) * 2.0 - 5.0).astype(np.float32),
+        "prompt_feat": (rng.standard_normal((b, int(feat.max()), MEL_BINS)) * 2.0 - 5.0).astype(np.float32),
+        "prompt_feat_lengths": feat,
         "embedding": rng.standard_normal((b, SPEAKER_EMBED_DIM)).astype(np.float32),
     }
 
@@ -42,7 +46,9 @@ SPEC = ComponentSpec(
         TensorSpec("token_lengths", "int64", ("batch",)),
         TensorSpec("prompt_tokens", "int64", ("batch", "prompt_tokens")),
         TensorSpec("prompt_lengths", "int64", ("batch",)),
+        # prompt_frames is its own axis: F = 2P or 2P + 1 per row, and rows are padded to the widest F
         TensorSpec("prompt_feat", "float32", ("batch", "prompt_frames", MEL_BINS)),
+        TensorSpec("prompt_feat_lengths", "int64", ("batch",)),
         TensorSpec("embedding", "float32", ("batch", SPEAKER_EMBED_DIM)),
     ),
     outputs=(
@@ -51,7 +57,6 @@ SPEC = ComponentSpec(
         TensorSpec("spks", "float32", ("batch", MEL_BINS)),
         TensorSpec("cond", "float32", ("batch", MEL_BINS, "frames")),
     ),
-    derived_axes={"prompt_frames": ("prompt_tokens", 2)},
     tolerances={"mu": Tolerance(1e-4), "mask": Tolerance(0.0), "spks": Tolerance(1e-5), "cond": Tolerance(0.0)},
     build_module=EncoderGraph,
     make_inputs=make_inputs,

@@ -12,7 +12,8 @@ from torch import nn
 from s3gen_runtime.constants import MEL_BINS
 
 from ..model.estimator import GuidedEstimator
-from .base import EXPORT_CASE, VALIDATION_CASES, Case, ComponentSpec, TensorSpec, Tolerance, length_mask, lengths
+from .base import (EXPORT_CASE, VALIDATION_CASES, Case, ComponentSpec, TensorSpec, Tolerance, length_mask, lengths,
+                   prompt_frames)
 
 
 class EstimatorGraph(nn.Module):
@@ -42,8 +43,7 @@ def _base_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
     frames = lengths(case, "total", scale=2)
     b, t_max = case.batch, int(frames.max())
     mask = length_mask(frames, t_max)[:, None, :]
-    prompt_frames = lengths(case, "prompt", scale=2)
-    cond = rng.standard_normal((b, MEL_BINS, t_max)).astype(np.float32) * length_mask(prompt_frames, t_max)[:, None]
+    cond = rng.standard_normal((b, MEL_BINS, t_max)).astype(np.float32) * length_mask(prompt_frames(case), t_max)[:, None]
     return {
         "x": rng.standard_normal((b, MEL_BINS, t_max)).astype(np.float32),
         "mask": mask,

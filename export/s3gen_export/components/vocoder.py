@@ -7,7 +7,7 @@ from torch import nn
 
 from s3gen_runtime.constants import MEL_BINS, N_HARMONICS, SAMPLES_PER_FRAME
 
-from .base import EXPORT_CASE, VALIDATION_CASES, Case, ComponentSpec, TensorSpec, Tolerance, length_mask, lengths
+from .base import EXPORT_CASE, VALIDATION_CASES, Case, ComponentSpec, TensorSpec, Tolerance, length_mask, vocoded_frames
 
 
 class VocoderGraph(nn.Module):
@@ -21,7 +21,7 @@ class VocoderGraph(nn.Module):
 
 
 def make_inputs(case: Case, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    frames = lengths(case, "new", scale=2)
+    frames = vocoded_frames(case)
     b, f_max = case.batch, int(frames.max())
     mel = (rng.standard_normal((b, MEL_BINS, f_max)) * 2.0 - 5.0).astype(np.float32)
     phase = rng.uniform(-np.pi, np.pi, (b, N_HARMONICS, 1)).astype(np.float32)

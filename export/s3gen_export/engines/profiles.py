@@ -63,7 +63,8 @@ def axis_ranges(bucket: Bucket, prev_bucket: Bucket | None, min_batch: int = 1, 
     frames / mel_frames: just above the previous bucket .. the bucket (so the buckets' engines tile
     the lengths without overlap); samples = 480 x mel_frames; tokens and prompt_tokens: each
     1 .. the bucket's token capacity (they are padded separately and only their sum is bounded:
-    the full capacity for both, opt half of it each); prompt_frames = 2 x prompt_tokens.
+    the full capacity for both, opt half of it each); prompt_frames = 2 x prompt_tokens (an odd prompt's
+    2P + 1 frames fit too: every row has a new token, so P < capacity and 2P + 1 < 2 x capacity).
     """
     _check_buckets(bucket, prev_bucket)
     b = check_batches(min_batch, opt_batch, max_batch)

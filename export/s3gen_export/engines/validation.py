@@ -50,7 +50,8 @@ def engine_tolerances(component, precision: str, overrides: dict | None = None) 
 
 
 # lengths input -> (the input whose axis it measures, that axis)
-LENGTH_INPUTS = {"token_lengths": ("tokens", 1), "prompt_lengths": ("prompt_tokens", 1), "mel_lengths": ("mel", 2)}
+LENGTH_INPUTS = {"token_lengths": ("tokens", 1), "prompt_lengths": ("prompt_tokens", 1),
+                 "prompt_feat_lengths": ("prompt_feat", 1), "mel_lengths": ("mel", 2)}
 
 
 def _row_lengths(rng, batch: int, size: int) -> np.ndarray:

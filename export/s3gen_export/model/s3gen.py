@@ -28,7 +28,6 @@ class Flow(nn.Module):
     def __init__(self, cfg: S3GenConfig):
         super().__init__()
         enc = cfg.encoder
-        self.token_mel_ratio = enc.upsample_stride
         self.input_embedding = nn.Embedding(enc.vocab_size, enc.input_size)
         self.spk_embed_affine_layer = nn.Linear(enc.speaker_embed_dim, enc.mel_bins)
         self.encoder = UpsampleConformerEncoder(enc)
@@ -41,12 +40,15 @@ class Flow(nn.Module):
 
     def encode(self, tokens: torch.Tensor, token_lengths: torch.Tensor,
                prompt_tokens: torch.Tensor, prompt_lengths: torch.Tensor,
-               prompt_feat: torch.Tensor, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+               prompt_feat: torch.Tensor, prompt_feat_lengths: torch.Tensor,
+               embedding: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything the estimator needs, for right-padded batches.
 
-        tokens (B, N) + token_lengths, prompt_tokens (B, P) + prompt_lengths, prompt_feat (B, 2P, 80)
-        (valid for 2 * prompt_lengths frames), embedding (B, 192). Row b's sequence is its prompt then
-        its tokens; T = 2 (P + N). Returns mu (B, 80, T), mask (B, 1, T), spks (B, 80), cond (B, 80, T).
+        tokens (B, N) + token_lengths, prompt_tokens (B, P) + prompt_lengths, prompt_feat (B, W, 80) valid
+        for prompt_feat_lengths frames (F = 2P or 2P + 1: upstream's embed_ref leaves an odd frame when
+        the clip is not a multiple of 40 ms), embedding (B, 192). Row b's sequence is its prompt then its
+        tokens; T = 2 (P + N) whatever F is. Returns mu (B, 80, T), mask (B, 1, T), spks (B, 80), cond
+        (B, 80, T).
         """
         seq, seq_lengths = gather_ragged_concat(prompt_tokens, prompt_lengths, tokens, token_lengths)
         token_mask = sequence_mask(seq_lengths, seq.shape[1]).unsqueeze(-1)
@@ -57,11 +59,21 @@ class Flow(nn.Module):
         mu = self.encoder_proj(h).transpose(1, 2)
         frames = h.shape[1]
         mask = sequence_mask(h_lengths, frames).unsqueeze(1).to(mu.dtype)
-        # cond: the prompt mel in each row's first 2 * prompt_length frames, zeros after
-        feat = F.pad(prompt_feat, (0, 0, 0, frames - prompt_feat.shape[1]))
-        feat_mask = sequence_mask(prompt_lengths * self.token_mel_ratio, frames).unsqueeze(-1).to(feat.dtype)
-        cond = (feat * feat_mask).transpose(1, 2)
-        return {"mu": mu, "mask": mask, "spks": self.speaker(embedding), "cond": cond}
+        return {"mu": mu, "mask": mask, "spks": self.speaker(embedding),
+                "cond": prompt_condition(prompt_feat, prompt_feat_lengths, frames)}
+
+
+def prompt_condition(prompt_feat: torch.Tensor, prompt_feat_lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """cond (B, 80, frames): row b's first prompt_feat_lengths[b] prompt frames, zeros after.
+
+    The prompt's padded width W is independent of `frames` (F is not a function of P), so the frames
+    are gathered with clamped indices instead of padding by frames - W, whose sign an exported graph
+    could not know; frames past each row's F are masked to zero.
+    """
+    index = torch.arange(frames, device=prompt_feat.device).clamp(max=prompt_feat.shape[1] - 1)
+    feat = prompt_feat.index_select(1, index)
+    keep = sequence_mask(prompt_feat_lengths, frames).unsqueeze(-1).to(feat.dtype)
+    return (feat * keep).transpose(1, 2)
 
 
 class S3Gen(nn.Module):

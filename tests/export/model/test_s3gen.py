@@ -100,3 +100,23 @@ def test_weight_norm_forms_load_to_the_same_vocoder(tmp_path, models, form, suff
         a = model.mel2wav(mel, torch.tensor([20]), phase, noise)["wav"]
         b = other.mel2wav(mel, torch.tensor([20]), phase, noise)["wav"]
     assert float((a - b).abs().max()) <= TOLERANCE["wav"]
+
+
+# Voices prepared by upstream's embed_ref (shared/golden/voice): F = 2P + 1 (espeak) and F = 2P (aishell)
+VOICE_GOLDEN = {"odd": "voice/voice_espeak_enus_22k.npz", "even": "voice/voice_aishell_16k.npz"}
+
+
+@pytest.mark.parametrize("parity", ["odd", "even"])
+def test_voice_golden_parity(golden, models, parity):
+    """Upstream's synthesis from a prepared voice: with F = 2P + 1 the flow still runs on T = 2 (P + N)
+    frames, cond holds the F prompt frames and 2N - 1 frames are vocoded."""
+    g = np.load(golden(VOICE_GOLDEN[parity]))
+    n_prompt, n_feat, n_new = g["prompt_token"].shape[1], g["prompt_feat"].shape[1], g["speech_tokens"].shape[1]
+    assert n_feat == 2 * n_prompt + (parity == "odd")
+    out = run_golden(models("standard"), g)
+    assert out["mel"].shape == (1, 80, 2 * (n_prompt + n_new) - n_feat) == g["mel"].shape
+    np.testing.assert_array_equal(out["mask"], g["mask"])
+    np.testing.assert_array_equal(out["cond"], g["cond"])
+    for stage, tol in TOLERANCE.items():
+        err = float(np.abs(out[stage].reshape(g[stage].shape) - g[stage]).max())
+        assert err <= tol, f"{parity} {stage}: max abs error {err:.3g} > {tol}"
