@@ -10,7 +10,8 @@ the `voice` extra (soundfile, soxr, pyloudnorm), imported only when used; the re
 from ._deps import VOICE_EXTRA_HINT, MissingDependencyError
 from .audio import (DEC_COND_LEN, MIN_CLIP_SAMPLES_24K, MIN_CLIP_SECONDS, QUIET_RMS_DBFS, SILENCE_PEAK, SR_16K,
                     SR_24K, TURBO_MIN_SECONDS, AudioInfo, QuietAudioWarning, ReferenceInfo, check_length_24k,
-                    check_not_silent, crop_24k, load_24k, load_reference, read_audio, resampled_length, to_mono)
+                    check_not_silent, crop_24k, load_24k, load_reference, read_audio,
+                    reference_from_samples, resampled_length, to_mono)
 from .fbank import kaldi_fbank, speaker_fbank
 from .loudness import TURBO_TARGET_LUFS, integrated_loudness, loudness_gain, normalize_loudness
 from .mel import prompt_mel, slaney_mel_basis, tokenizer_log_mel
@@ -21,6 +22,6 @@ __all__ = [
     "QUIET_RMS_DBFS", "QuietAudioWarning", "ReferenceInfo", "SILENCE_PEAK", "SR_16K", "SR_24K",
     "TURBO_MIN_SECONDS", "TURBO_TARGET_LUFS", "VOICE_EXTRA_HINT", "check_length_24k", "check_not_silent",
     "crop_24k", "integrated_loudness", "kaldi_fbank", "load_24k", "load_reference", "loudness_gain",
-    "normalize_loudness", "prompt_mel", "read_audio", "resample_24k_to_16k", "resampled_length",
+    "normalize_loudness", "prompt_mel", "read_audio", "reference_from_samples", "resample_24k_to_16k", "resampled_length",
     "sinc_resample", "slaney_mel_basis", "speaker_fbank", "to_mono", "tokenizer_log_mel",
 ]

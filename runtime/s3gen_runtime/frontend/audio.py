@@ -184,7 +184,21 @@ def load_reference(path: str | os.PathLike, *, target_lufs: float | None = None,
     target_lufs: Turbo normalises the full 24 kHz clip to -27 LUFS before the crop; None (the standard
     model) leaves the level alone. min_seconds: Turbo refuses clips of 5 s or less (its assertion)."""
     samples, sr, audio = read_audio(path)
-    wav24 = load_24k(samples, sr)
+    return reference_from_samples(samples, sr, audio, target_lufs=target_lufs, min_seconds=min_seconds)
+
+
+def reference_from_samples(samples, sr: int, audio: AudioInfo | None = None, *, target_lufs: float | None = None,
+                           min_seconds: float | None = None) -> tuple[np.ndarray, ReferenceInfo]:
+    """Samples (n,) or (n, channels) at `sr` -> what load_reference gives for a file holding them."""
+    x = np.asarray(samples)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise InputError(f"audio samples must be floating point in [-1, 1], got dtype {x.dtype}")
+    if x.ndim not in (1, 2):
+        raise InputError(f"audio samples must have shape (frames,) or (frames, channels), got {x.shape}")
+    if audio is None:
+        channels = 1 if x.ndim == 1 else int(x.shape[1])
+        audio = AudioInfo("<array>", int(sr) if int(sr) == sr else 0, channels, int(x.shape[0]))
+    wav24 = load_24k(to_mono(x), sr)
     full_len = int(wav24.shape[0])
     if min_seconds is not None and not full_len / SR_24K > min_seconds:
         raise InputError(f"reference audio is too short: {full_len / SR_24K:.3f} s; "
@@ -198,7 +212,6 @@ def load_reference(path: str | os.PathLike, *, target_lufs: float | None = None,
             wav24 = apply_gain(wav24, gain)
             gain_db = 20.0 * math.log10(gain)
     used = crop_24k(wav24)
-    info = ReferenceInfo(audio, full_len, int(used.shape[0]), resampled=sr != SR_24K,
+    info = ReferenceInfo(audio, full_len, int(used.shape[0]), resampled=int(sr) != SR_24K,
                          cropped=full_len > DEC_COND_LEN, loudness_lufs=loudness, gain_db=gain_db)
     return used, info
-
