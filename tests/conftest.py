@@ -46,15 +46,16 @@ GOLDEN_FILES = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanfl
 
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory):
-    """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint."""
+    """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint, voice
+    models included (what `s3gen-aot synth-checkpoint` writes)."""
     from s3gen_export.synthetic import write_synthetic_checkpoint
-    from s3gen_export.model.s3gen import expected_state_dict
+    from s3gen_export.model.s3gen import expected_layout
 
     cache: dict[str, Path] = {}
 
     def get(variant: str) -> Path:
         if variant not in cache:
-            layout = {k: (s, "float32") for k, s in expected_state_dict(variant).items()}
+            layout = expected_layout(variant, voice=True)
             path = tmp_path_factory.mktemp(f"ckpt_{variant}") / f"synthetic_{variant}.safetensors"
             cache[variant] = write_synthetic_checkpoint(path, layout)
         return cache[variant]
