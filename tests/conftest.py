@@ -84,3 +84,22 @@ def exported(synthetic_checkpoint, tmp_path_factory):
         return cache[variant]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def voice_models():
+    """An nn.Module holding `speaker_encoder` and `tokenizer` with the synthetic weights (the voice keys
+    alone: seconds, not the whole checkpoint), in eval mode."""
+    import torch
+    from s3gen_export.model.s3gen import expected_layout
+    from s3gen_export.model.speaker_encoder import CAMPPlus
+    from s3gen_export.model.tokenizer import S3TokenizerV2
+    from s3gen_export.synthetic import synthetic_state_dict
+
+    flow_only = expected_layout("standard")
+    layout = {k: v for k, v in expected_layout("standard", voice=True).items() if k not in flow_only}
+    holder = torch.nn.Module()
+    holder.speaker_encoder = CAMPPlus()
+    holder.tokenizer = S3TokenizerV2()
+    holder.load_state_dict({k: torch.from_numpy(a) for k, a in synthetic_state_dict(layout).items()}, strict=True)
+    return holder.eval().requires_grad_(False)
