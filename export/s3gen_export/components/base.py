@@ -37,9 +37,11 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Case:
-    """A request batch to export or validate at: one (prompt tokens, new tokens) pair per row."""
+    """A batch to export or validate at: one tuple of lengths per row. What the lengths are is up to the
+    component's input maker: (prompt tokens, new tokens) for the token -> wav graphs (`lengths`), (frames,)
+    for the voice graphs (`frame_lengths`)."""
     name: str
-    rows: tuple[tuple[int, int], ...]
+    rows: tuple[tuple[int, ...], ...]
 
     @property
     def batch(self) -> int:
@@ -63,6 +65,9 @@ class ComponentSpec:
     # attention written as com.microsoft.MultiHeadAttention (ONNX Runtime's fused kernel); TensorRT
     # builds get a standard-op rewrite of the same graph (fused_attention.decompose_multi_head_attention)
     fused_attention: bool = False
+    # never quantized (the int8 pass skips it): a graph run once per voice, whose outputs are rounded
+    # (tokens) or pooled (x-vector), gains little from int8 and could flip tokens
+    fp32_only: bool = False
 
     @property
     def input_names(self) -> list[str]:
@@ -81,6 +86,7 @@ class ComponentSpec:
             "derived_axes": {k: list(v) for k, v in sorted(self.derived_axes.items())},
             "tolerances": {k: asdict(v) for k, v in sorted(self.tolerances.items())},
             **({"fused_attention": True} if self.fused_attention else {}),
+            **({"fp32_only": True} if self.fp32_only else {}),
         }
 
     def spec_hash(self) -> str:
@@ -103,6 +109,11 @@ def lengths(case: Case, which: str, scale: int = 1) -> np.ndarray:
     """Per-row lengths: 'prompt' tokens, 'new' tokens or 'total' tokens, times scale."""
     index = {"prompt": (0,), "new": (1,), "total": (0, 1)}[which]
     return np.array([sum(row[i] for i in index) * scale for row in case.rows], dtype=np.int64)
+
+
+def frame_lengths(case: Case) -> np.ndarray:
+    """Per-row frame counts of a voice-graph case (rows are (frames,))."""
+    return np.array([row[0] for row in case.rows], dtype=np.int64)
 
 
 def length_mask(lens: np.ndarray, size: int) -> np.ndarray:
