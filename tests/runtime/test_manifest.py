@@ -320,7 +320,7 @@ def voice_components(precision="fp32") -> dict:
              [("fsq", "float32", ["batch", "tokens", 8]), ("fsq_lengths", "int64", ["batch"])])):
         c = component("encoder.onnx")
         selftest = None if precision == "fp32" else {"file": f"selftest/{name}.npz", "sha256": sha(b"probe"),
-                                                     "min_snr_db": {}, "snr_db": {}, "cpu": {}}
+                                                     "min_snr_db": {"x": 25.0}, "snr_db": {"x": 30.0}, "cpu": {}}
         c.update(file=f"{name}.onnx", precision=precision, selftest=selftest,
                  inputs=[{"name": n, "dtype": d, "shape": s} for n, d, s in inputs],
                  outputs=[{"name": n, "dtype": d, "shape": s} for n, d, s in outputs],
