@@ -46,15 +46,16 @@ GOLDEN_FILES = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanfl
 
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory):
-    """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint."""
+    """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint, voice
+    models included (what `s3gen-aot synth-checkpoint` writes)."""
     from s3gen_export.synthetic import write_synthetic_checkpoint
-    from s3gen_export.model.s3gen import expected_state_dict
+    from s3gen_export.model.s3gen import expected_layout
 
     cache: dict[str, Path] = {}
 
     def get(variant: str) -> Path:
         if variant not in cache:
-            layout = {k: (s, "float32") for k, s in expected_state_dict(variant).items()}
+            layout = expected_layout(variant, voice=True)
             path = tmp_path_factory.mktemp(f"ckpt_{variant}") / f"synthetic_{variant}.safetensors"
             cache[variant] = write_synthetic_checkpoint(path, layout)
         return cache[variant]
@@ -83,3 +84,22 @@ def exported(synthetic_checkpoint, tmp_path_factory):
         return cache[variant]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def voice_models():
+    """An nn.Module holding `speaker_encoder` and `tokenizer` with the synthetic weights (the voice keys
+    alone: seconds, not the whole checkpoint), in eval mode."""
+    import torch
+    from s3gen_export.model.s3gen import expected_layout
+    from s3gen_export.model.speaker_encoder import CAMPPlus
+    from s3gen_export.model.tokenizer import S3TokenizerV2
+    from s3gen_export.synthetic import synthetic_state_dict
+
+    flow_only = expected_layout("standard")
+    layout = {k: v for k, v in expected_layout("standard", voice=True).items() if k not in flow_only}
+    holder = torch.nn.Module()
+    holder.speaker_encoder = CAMPPlus()
+    holder.tokenizer = S3TokenizerV2()
+    holder.load_state_dict({k: torch.from_numpy(a) for k, a in synthetic_state_dict(layout).items()}, strict=True)
+    return holder.eval().requires_grad_(False)

@@ -1,8 +1,11 @@
 """Checkpoint I/O for S3Gen: read, normalise, check and write flat state dicts.
 
 Upstream Chatterbox files (`s3gen.safetensors`, Turbo `s3gen_meanflow.safetensors`,
-older `s3gen.pt`) hold one flat state dict: `flow.*` and `mel2wav.*` (the model),
-plus `speaker_encoder.*` and `tokenizer.*` (not needed for tokens -> wav; ignored).
+older `s3gen.pt`) hold one flat state dict: `flow.*` and `mel2wav.*` (tokens -> wav), plus the voice
+models `speaker_encoder.*` (CAMPPlus) and `tokenizer.*` (S3TokenizerV2), which turn a reference audio
+into a voice. The voice part is optional: when a file has it, it is checked like the rest (all of it,
+with the right shapes); when it has none, the model gets no voice graphs. The tokenizer's
+`_mel_filters` and `window` are computed buffers upstream allows to be missing; they are dropped.
 
 Weight-normed convolutions appear in one of three forms; all map onto the model's
 `parametrizations.weight.original0/1` names:
@@ -30,11 +33,13 @@ from s3gen_runtime.manifest import sha256_file
 
 __all__ = [
     "CheckpointError",
-    "IGNORED_PREFIXES",
+    "VOICE_PREFIXES",
+    "COMPUTED_BUFFERS",
     "MEANFLOW_KEY",
     "WEIGHT_NORM_FORMS",
     "read_state_dict",
-    "split_ignored",
+    "drop_computed_buffers",
+    "has_voice",
     "detect_variant",
     "to_parametrized_weight_norm",
     "convert_weight_norm",
@@ -46,7 +51,9 @@ __all__ = [
 
 log = logging.getLogger("s3gen_export.checkpoint")
 
-IGNORED_PREFIXES = ("tokenizer.", "speaker_encoder.")
+VOICE_PREFIXES = ("speaker_encoder.", "tokenizer.")
+# upstream recomputes these (mel basis, Hann window) and loads non-strictly around them
+COMPUTED_BUFFERS = ("tokenizer._mel_filters", "tokenizer.window")
 MEANFLOW_KEY = "flow.decoder.estimator.time_embed_mixer.weight"
 WEIGHT_NORM_FORMS = ("parametrizations", "weight_g", "folded")
 
@@ -177,27 +184,17 @@ def _as_flat_tensor_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
 # normalising
 
 
-def split_ignored(
-    sd: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Drop `tokenizer.*` and `speaker_encoder.*`; return (kept, {prefix: count})."""
-    counts = {p.rstrip("."): 0 for p in IGNORED_PREFIXES}
-    kept: dict[str, torch.Tensor] = {}
-    for name, t in sd.items():
-        for p in IGNORED_PREFIXES:
-            if name.startswith(p):
-                counts[p.rstrip(".")] += 1
-                break
-        else:
-            kept[name] = t
-    total = sum(counts.values())
-    if total:
-        log.info(
-            "ignored %d checkpoint entries not used by the model (%s)",
-            total,
-            ", ".join(f"{p}.*: {n}" for p, n in counts.items() if n),
-        )
-    return kept, counts
+def drop_computed_buffers(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the tokenizer's computed buffers: the log-mel front end lives outside the graphs."""
+    dropped = [k for k in COMPUTED_BUFFERS if k in sd]
+    if dropped:
+        log.debug("dropped computed buffers not used by the graphs: %s", ", ".join(dropped))
+    return {k: t for k, t in sd.items() if k not in COMPUTED_BUFFERS}
+
+
+def has_voice(sd: Iterable[str]) -> bool:
+    """Whether a state dict holds any voice-model entry (speaker_encoder.* or tokenizer.*)."""
+    return any(k.startswith(VOICE_PREFIXES) for k in sd)
 
 
 def detect_variant(sd: Mapping[str, object]) -> str:
@@ -329,21 +326,25 @@ def check_state_dict(sd: Mapping[str, torch.Tensor], expected: Mapping[str, tupl
 def load_checkpoint(
     path: str | os.PathLike,
     expected_for_variant: Callable[[str], Mapping[str, tuple[int, ...]]],
+    voice_layout: Mapping[str, tuple[int, ...]] | None = None,
 ) -> tuple[str, dict[str, torch.Tensor]]:
     """Read a checkpoint and return (variant, state dict matching the model).
 
-    Steps: read; drop tokenizer/speaker-encoder entries; detect the variant;
-    map weight-norm forms onto the model's names; check names and shapes against
-    `expected_for_variant(variant)`. Floating tensors come back as float32, in
-    the expected order.
+    Steps: read; drop the tokenizer's computed buffers; detect the variant; map weight-norm forms onto
+    the model's names; check names and shapes against `expected_for_variant(variant)`, plus
+    `voice_layout` (the speaker encoder and tokenizer entries, the same for every variant) when the file
+    has any voice entry. A file without voice entries loads without them (logged once). Floating tensors
+    come back as float32, in the expected order.
     """
     path = Path(path)
-    raw = read_state_dict(path)
-    kept, _ = split_ignored(raw)
+    raw = drop_computed_buffers(read_state_dict(path))
+    variant = detect_variant(raw)
+    expected = dict(expected_for_variant(variant))
+    voice = has_voice(raw)
+    if voice and voice_layout is not None:
+        expected.update(voice_layout)
+    sd = to_parametrized_weight_norm(raw, expected.keys())
     del raw
-    variant = detect_variant(kept)
-    expected = expected_for_variant(variant)
-    sd = to_parametrized_weight_norm(kept, expected.keys())
     try:
         check_state_dict(sd, expected)
     except CheckpointError as e:
@@ -353,6 +354,9 @@ def load_checkpoint(
         t = sd[name]
         out[name] = t.float() if t.is_floating_point() else t
     log.info("loaded %s: variant %s, %d tensors", path, variant, len(out))
+    if not voice:
+        log.info("%s has no speaker_encoder.*/tokenizer.* entries: no voice graphs (speaker encoder, "
+                 "tokenizer) can be made from it", path.name)
     return variant, out
 
 

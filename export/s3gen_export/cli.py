@@ -80,12 +80,12 @@ def main() -> None:
 @click.option("--weight-norm", type=click.Choice(["parametrizations", "weight_g", "folded"]),
               default="parametrizations", show_default=True, help="How weight-normed convs are stored.")
 def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
-    """Write the deterministic synthetic checkpoint (real architecture and sizes) to OUT."""
-    from .model.s3gen import expected_state_dict
+    """Write the deterministic synthetic checkpoint (real architecture and sizes, voice models included) to OUT."""
+    from .model.s3gen import expected_layout
     from .synthetic import write_synthetic_checkpoint
 
     variant = "meanflow" if meanflow else "standard"
-    layout = {k: (shape, "float32") for k, shape in expected_state_dict(variant).items()}
+    layout = expected_layout(variant, voice=True)
     path = write_synthetic_checkpoint(out, layout, weight_norm=weight_norm)
     click.echo(f"wrote {variant} synthetic checkpoint {path} ({path.stat().st_size / 1e6:.0f} MB)")
 

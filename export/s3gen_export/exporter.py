@@ -46,7 +46,7 @@ def check_output_folder(out: Path, force: bool) -> None:
 
 def export_graphs(model: S3Gen, out: Path, checkpoint_sha: str, progress: Progress = print) -> list[ExportedGraph]:
     graphs = []
-    specs = specs_for_variant(model.variant)
+    specs = specs_for_variant(model.variant, voice=model.has_voice)
     for i, spec in enumerate(specs):
         start = time.perf_counter()
         progress(f"[{i + 1}/{len(specs)}] exporting {spec.name} ({spec.description})")
@@ -118,6 +118,8 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     checkpoint_sha = file_sha256(checkpoint)
     model = prepare_for_export(load_s3gen(checkpoint))
     progress(f"variant {model.variant}; checkpoint sha256 {checkpoint_sha[:12]}...")
+    if not model.has_voice:
+        progress("no speaker_encoder.*/tokenizer.* in the checkpoint: no voice graphs (speaker_encoder, tokenizer)")
     result = ExportResult(out, model.variant, export_graphs(model, out, checkpoint_sha, progress))
     validate_graphs(model, result.graphs, progress)
     if int8:

@@ -117,7 +117,7 @@ def quantize_graphs(model, graphs, out: Path, progress=print):
     """int8 copies of the quantizable fp32 graphs, each validated against its fp32 original and given
     its load-time self-test probe."""
     made = []
-    for g in [g for g in graphs if g.precision == "fp32" and g.spec.name in QUANTIZABLE]:
+    for g in [g for g in graphs if g.precision == "fp32" and g.spec.name in QUANTIZABLE and not g.spec.fp32_only]:
         start = time.perf_counter()
         name = f"{g.spec.name}{INT8_SUFFIX}"
         dst = Path(out) / f"{name}.onnx"

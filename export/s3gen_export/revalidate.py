@@ -21,7 +21,7 @@ def revalidate(artifacts: Path, checkpoint: Path, progress=print) -> bool:
                             f"exported from ({manifest.checkpoint.file}, {manifest.checkpoint.sha256[:12]}...)")
     model = prepare_for_export(load_s3gen(checkpoint))
     ok = True
-    for spec in specs_for_variant(model.variant):
+    for spec in specs_for_variant(model.variant, voice=model.has_voice):
         component = manifest.component(spec.name)
         if component.spec_hash != spec.spec_hash():
             raise ArtifactError(f"{spec.name}: exported with spec {component.spec_hash}, this tool has "

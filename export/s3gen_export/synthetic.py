@@ -30,8 +30,10 @@ __all__ = [
     "write_synthetic_checkpoint",
 ]
 
-# Only these parts of an upstream checkpoint exist in the model.
-SYNTHESISED_PREFIXES = ("flow.", "mel2wav.")
+# The parts of an upstream checkpoint the model has: tokens -> wav, and the voice models.
+SYNTHESISED_PREFIXES = ("flow.", "mel2wav.", "speaker_encoder.", "tokenizer.")
+# computed by upstream at load (mel basis, window), never synthesised
+COMPUTED_BUFFERS = ("tokenizer._mel_filters", "tokenizer.window")
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -104,14 +106,13 @@ def synthetic_tensor(key: str, shape: tuple[int, ...], dtype: Any = np.float32) 
 def synthetic_state_dict(
     expected: Mapping[str, tuple[tuple[int, ...], str]],
 ) -> dict[str, np.ndarray]:
-    """Synthesise every `flow.*` / `mel2wav.*` entry of `expected` (name -> (shape, dtype)).
-
-    Other entries (`speaker_encoder.*`, `tokenizer.*`) are not part of the model
-    and are skipped. The order of `expected` is kept.
+    """Synthesise every model entry of `expected` (name -> (shape, dtype)): `flow.*`, `mel2wav.*`,
+    `speaker_encoder.*`, `tokenizer.*` (integer entries are zeros). Anything else, and the tokenizer's
+    computed buffers, are skipped. The order of `expected` is kept.
     """
     out: dict[str, np.ndarray] = {}
     for name, spec in expected.items():
-        if not name.startswith(SYNTHESISED_PREFIXES):
+        if not name.startswith(SYNTHESISED_PREFIXES) or name in COMPUTED_BUFFERS:
             continue
         shape, dtype = spec
         out[name] = synthetic_tensor(name, tuple(shape), dtype)

@@ -1,4 +1,4 @@
-"""Checkpoint I/O: formats, weight-norm forms, ignored parts, key checks, refusals."""
+"""Checkpoint I/O: formats, weight-norm forms, optional voice models, key checks, refusals."""
 from __future__ import annotations
 
 import os
@@ -20,8 +20,9 @@ from s3gen_export.checkpoint import (
     file_sha256,
     load_checkpoint,
     read_state_dict,
+    drop_computed_buffers,
+    has_voice,
     save_checkpoint,
-    split_ignored,
     to_parametrized_weight_norm,
 )
 from s3gen_export.synthetic import synthetic_state_dict, write_synthetic_checkpoint
@@ -51,14 +52,21 @@ SMALL_STANDARD: dict[str, tuple[tuple[int, ...], str]] = {
 SMALL_MEANFLOW = {**SMALL_STANDARD, MEANFLOW_KEY: ((1024, 2048), "float32")}
 SMALL_LAYOUTS = {"standard": SMALL_STANDARD, "meanflow": SMALL_MEANFLOW}
 
-# parts of an upstream file the model does not have
-EXTRA_UPSTREAM = {
+# the voice part of an upstream file: a small slice of the speaker encoder and tokenizer layouts
+# (the tokenizer conv made small), and the tokenizer's computed buffers (optional, dropped)
+VOICE_LAYOUT = {
+    "speaker_encoder.head.bn1.weight": (32,),
+    "speaker_encoder.head.bn1.running_var": (32,),
+    "speaker_encoder.head.bn1.num_batches_tracked": (),
+    "tokenizer.encoder.conv1.weight": (4, 3, 3),
+}
+VOICE_UPSTREAM = {
     "speaker_encoder.head.bn1.weight": torch.ones(32),
     "speaker_encoder.head.bn1.running_var": torch.ones(32),
     "speaker_encoder.head.bn1.num_batches_tracked": torch.tensor(0, dtype=torch.int64),
-    "tokenizer._mel_filters": torch.zeros(128, 201),
     "tokenizer.encoder.conv1.weight": torch.zeros(4, 3, 3),
 }
+COMPUTED = {"tokenizer._mel_filters": torch.zeros(128, 201), "tokenizer.window": torch.ones(400)}
 
 
 def small_expected(variant: str) -> dict[str, tuple[int, ...]]:
@@ -186,27 +194,51 @@ def test_save_handles_shared_memory(tmp_path):
     assert torch.equal(sd["a"], t) and torch.equal(sd["b"], t)
 
 
-# --- ignored parts and variants ------------------------------------------------------
+# --- voice models and variants ------------------------------------------------------
 
 
-def test_upstream_extras_are_ignored(tmp_path, caplog):
-    sd = {**small_tensors(), **EXTRA_UPSTREAM}
-    path = tmp_path / "upstream.safetensors"
-    save_checkpoint(sd, path)
-    with caplog.at_level(logging.INFO, logger="s3gen_export.checkpoint"):
-        variant, loaded = load_checkpoint(path, small_expected)
+@pytest.mark.parametrize("buffers", [{}, COMPUTED, {"tokenizer.window": torch.ones(400)}])
+def test_voice_entries_are_kept_and_checked(tmp_path, buffers):
+    """speaker_encoder.* and tokenizer.* come back (checked, in order); the computed buffers are optional and dropped."""
+    path = save_checkpoint({**small_tensors(), **VOICE_UPSTREAM, **buffers}, tmp_path / "upstream.safetensors")
+    variant, loaded = load_checkpoint(path, small_expected, voice_layout=VOICE_LAYOUT)
     assert variant == "standard"
+    assert list(loaded) == list(SMALL_STANDARD) + list(VOICE_LAYOUT)
+    assert loaded["speaker_encoder.head.bn1.num_batches_tracked"].dtype == torch.int64
+    assert torch.equal(loaded["speaker_encoder.head.bn1.weight"], torch.ones(32))
+
+
+def test_checkpoint_without_voice_loads_and_says_so(tmp_path, caplog):
+    path = save_checkpoint({**small_tensors(), **COMPUTED}, tmp_path / "flow_only.safetensors")
+    with caplog.at_level(logging.INFO, logger="s3gen_export.checkpoint"):
+        _, loaded = load_checkpoint(path, small_expected, voice_layout=VOICE_LAYOUT)
     assert list(loaded) == list(SMALL_STANDARD)
-    assert "ignored 5 checkpoint entries" in caplog.text
-    assert "speaker_encoder.*: 3" in caplog.text and "tokenizer.*: 2" in caplog.text
+    lines = [r.getMessage() for r in caplog.records if "speaker_encoder" in r.getMessage()]
+    assert len(lines) == 1 and "no voice graphs" in lines[0]
 
 
-def test_split_ignored_counts():
-    kept, counts = split_ignored({**small_tensors(), **EXTRA_UPSTREAM})
-    assert set(kept) == set(SMALL_STANDARD)
-    assert counts == {"tokenizer": 2, "speaker_encoder": 3}
-    kept, counts = split_ignored({"flow.x": torch.zeros(1)})
-    assert counts == {"tokenizer": 0, "speaker_encoder": 0} and list(kept) == ["flow.x"]
+def test_partial_or_misshapen_voice_is_listed(tmp_path):
+    sd = {**small_tensors(), **VOICE_UPSTREAM}
+    del sd["speaker_encoder.head.bn1.running_var"]
+    sd["tokenizer.encoder.conv1.weight"] = torch.zeros(4, 3, 5)
+    path = save_checkpoint(sd, tmp_path / "partial.safetensors")
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path, small_expected, voice_layout=VOICE_LAYOUT)
+    msg = str(e.value)
+    assert "missing keys (1)" in msg and "speaker_encoder.head.bn1.running_var" in msg
+    assert "tokenizer.encoder.conv1.weight: got (4, 3, 5), expected (4, 3, 3)" in msg
+
+
+def test_voice_entries_without_a_voice_layout_are_unexpected(tmp_path):
+    path = save_checkpoint({**small_tensors(), **VOICE_UPSTREAM}, tmp_path / "upstream.safetensors")
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(4\)"):
+        load_checkpoint(path, small_expected)
+
+
+def test_has_voice_and_computed_buffers():
+    assert has_voice(VOICE_UPSTREAM) and not has_voice(small_tensors())
+    assert list(drop_computed_buffers({**COMPUTED, "flow.x": torch.zeros(1)})) == ["flow.x"]
+    assert has_voice(COMPUTED) and not has_voice(drop_computed_buffers(COMPUTED))
 
 
 def test_detect_variant():

@@ -14,13 +14,14 @@ from s3gen_export.checkpoint import (
     check_state_dict,
     convert_weight_norm,
     detect_variant,
+    drop_computed_buffers,
     load_checkpoint,
-    split_ignored,
     to_parametrized_weight_norm,
 )
 from s3gen_export.synthetic import layout_from_json, synthetic_state_dict, write_synthetic_checkpoint
 
 LAYOUT = Path(os.environ.get("S3GEN_GOLDEN_DIR", "/nonexistent")) / "s3gen_state_dict.json"
+TOKENIZER_LAYOUT = LAYOUT.with_name("s3gen_tokenizer_state_dict.json")
 G = ".parametrizations.weight.original0"   # the weight-norm magnitude in upstream files
 
 
@@ -30,7 +31,10 @@ def golden_layouts():
         pytest.skip(f"golden layout not found: {LAYOUT}")
     with open(LAYOUT, encoding="utf-8") as f:
         data = json.load(f)
-    return {v: layout_from_json(data, v) for v in ("standard", "meanflow")}
+    with open(TOKENIZER_LAYOUT, encoding="utf-8") as f:
+        tokenizer = json.load(f)
+    # an upstream file: flow, mel2wav, speaker_encoder and tokenizer entries
+    return {v: {**layout_from_json(data, v), **layout_from_json(tokenizer, v)} for v in ("standard", "meanflow")}
 
 
 def _meta_state_dict(layout):
@@ -41,10 +45,7 @@ def _meta_state_dict(layout):
 @pytest.mark.parametrize("variant", ["standard", "meanflow"])
 @pytest.mark.parametrize("form", ["parametrizations", "weight_g", "folded"])
 def test_full_key_set_normalises(golden_layouts, variant, form):
-    model_layouts = {
-        v: {k: s for k, (s, _) in lay.items() if k.startswith(("flow.", "mel2wav."))}
-        for v, lay in golden_layouts.items()
-    }
+    model_layouts = {v: {k: s for k, (s, _) in lay.items()} for v, lay in golden_layouts.items()}
     file_sd = _meta_state_dict(golden_layouts[variant])
     file_sd["tokenizer._mel_filters"] = torch.empty(128, 201, device="meta")
     file_sd = convert_weight_norm(file_sd, form)
@@ -53,9 +54,8 @@ def test_full_key_set_normalises(golden_layouts, variant, form):
     if form != "parametrizations":
         assert not any(k.endswith(G) for k in file_sd)
 
-    kept, counts = split_ignored(file_sd)
-    assert counts["tokenizer"] == 1
-    assert counts["speaker_encoder"] == sum(k.startswith("speaker_encoder.") for k in golden_layouts[variant])
+    kept = drop_computed_buffers(file_sd)
+    assert set(file_sd) - set(kept) == {"tokenizer._mel_filters"}
     assert detect_variant(kept) == variant
     expected = model_layouts[variant]
     sd = to_parametrized_weight_norm(kept, expected.keys())
@@ -72,7 +72,8 @@ def test_full_size_synthetic_round_trip(tmp_path, golden_layouts):
     def expected(variant):
         return {k: s for k, (s, _) in golden_layouts[variant].items() if k.startswith(("flow.", "mel2wav."))}
 
-    variant, sd = load_checkpoint(path, expected)
+    voice = {k: s for k, (s, _) in layout.items() if not k.startswith(("flow.", "mel2wav."))}
+    variant, sd = load_checkpoint(path, expected, voice_layout=voice)
     assert variant == "standard"
     ref = synthetic_state_dict(layout)
     assert list(sd) == list(ref)

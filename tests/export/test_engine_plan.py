@@ -164,6 +164,9 @@ def test_resolve_buckets_and_graphs(standard):
     with pytest.raises(InputError, match="mel300.*not in these artifacts' table"):
         resolve_buckets(manifest, ["mel300"])
     assert buildable_graphs(manifest) == ["encoder", "estimator", "estimator_cfg", "vocoder"]
+    assert manifest.has_voice   # the voice graphs are there, but run on ONNX Runtime only
+    with pytest.raises(InputError, match="tokenizer"):
+        buildable_graphs(manifest, ["tokenizer"])
     data = manifest.to_dict()
     probe = {"file": "selftest/estimator_int8.npz", "sha256": "0" * 64, "min_snr_db": {"velocity": 25.0},
              "snr_db": {"velocity": 30.0}, "cpu": {}}

@@ -141,20 +141,25 @@ def test_state_dict_filters_and_orders():
         "speaker_encoder.head.bn1.num_batches_tracked": ((), "int64"),
         "mel2wav.conv_pre.bias": ((512,), "float32"),
         "tokenizer.x.weight": ((4, 4), "float32"),
+        "tokenizer._mel_filters": ((128, 201), "float32"),   # computed by upstream, never synthesised
+        "other.y": ((3,), "float32"),
         "flow.encoder_proj.weight": ((80, 512), "float32"),
     }
     sd = synthetic_state_dict(expected)
-    assert list(sd) == ["mel2wav.conv_pre.bias", "flow.encoder_proj.weight"]
+    assert list(sd) == ["speaker_encoder.head.bn1.num_batches_tracked", "mel2wav.conv_pre.bias",
+                        "tokenizer.x.weight", "flow.encoder_proj.weight"]
+    assert sd["speaker_encoder.head.bn1.num_batches_tracked"].dtype == np.int64
+    assert sd["speaker_encoder.head.bn1.num_batches_tracked"] == 0
     assert all(k.startswith(SYNTHESISED_PREFIXES) for k in sd)
     assert sd["flow.encoder_proj.weight"].shape == (80, 512)
     assert sd["flow.encoder_proj.weight"].dtype == np.float32
 
 
 def test_full_state_dict_matches_reference(ref, layout_json):
-    """Every flow.*/mel2wav.* entry of the meanflow layout (a superset of standard), bit for bit."""
+    """Every flow.*/mel2wav.*/speaker_encoder.* entry of the meanflow layout (a superset of standard), bit for bit."""
     layout = layout_from_json(layout_json, "meanflow")
     sd = synthetic_state_dict(layout)
-    wanted = [k for k in layout if k.startswith(("flow.", "mel2wav."))]
+    wanted = [k for k in layout if k.startswith(("flow.", "mel2wav.", "speaker_encoder."))]
     assert list(sd) == wanted
     for key in wanted:
         shape, dtype = layout[key]

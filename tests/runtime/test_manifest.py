@@ -306,3 +306,45 @@ def test_a_passed_record_within_its_tolerance_has_no_failures(folder):
     m = load_manifest(folder)
     assert [c.validation.failures() for c in m.components.values()] == [[], []]
     assert m.engines[0].failures() == []
+
+
+# ---------------------------------------------------------------- optional voice graphs
+
+def voice_components(precision="fp32") -> dict:
+    """The two voice graphs as the exporter records them (files need not exist: from_dict only)."""
+    out = {}
+    for name, inputs, outputs in (
+            ("speaker_encoder", [("fbank", "float32", ["batch", "fbank_frames", 80])],
+             [("embedding", "float32", ["batch", 192])]),
+            ("tokenizer", [("mel", "float32", ["batch", 128, "mel_frames"]), ("mel_lengths", "int64", ["batch"])],
+             [("fsq", "float32", ["batch", "tokens", 8]), ("fsq_lengths", "int64", ["batch"])])):
+        c = component("encoder.onnx")
+        selftest = None if precision == "fp32" else {"file": f"selftest/{name}.npz", "sha256": sha(b"probe"),
+                                                     "min_snr_db": {"x": 25.0}, "snr_db": {"x": 30.0}, "cpu": {}}
+        c.update(file=f"{name}.onnx", precision=precision, selftest=selftest,
+                 inputs=[{"name": n, "dtype": d, "shape": s} for n, d, s in inputs],
+                 outputs=[{"name": n, "dtype": d, "shape": s} for n, d, s in outputs],
+                 validation={"passed": True, "cases": [], "tolerance": {}})
+        out[name] = c
+    return out
+
+
+def test_voice_graphs_are_optional_and_read():
+    assert not Manifest.from_dict(manifest_dict()).has_voice
+    data = manifest_dict()
+    data["components"].update(voice_components())
+    m = Manifest.from_dict(data)
+    assert m.has_voice
+    assert [t.name for t in m.component("tokenizer").outputs] == ["fsq", "fsq_lengths"]
+    assert m.component("speaker_encoder").inputs[0].shape == ("batch", "fbank_frames", 80)
+    assert Manifest.from_dict(m.to_dict()) == m
+
+
+def test_voice_graphs_come_together_and_in_fp32():
+    data = manifest_dict()
+    data["components"]["tokenizer"] = voice_components()["tokenizer"]
+    with pytest.raises(ManifestError, match="has tokenizer but not speaker_encoder"):
+        Manifest.from_dict(data)
+    data["components"].update(voice_components(precision="int8"))
+    with pytest.raises(ManifestError, match=r"components.speaker_encoder.precision must be fp32"):
+        Manifest.from_dict(data)

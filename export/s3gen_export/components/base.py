@@ -37,8 +37,10 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Case:
-    """A request batch to export or validate at: one row per request, (P prompt tokens, N new tokens)
-    or (P, N, F) with F the prompt mel's frames; F defaults to 2P, and 2P + 1 is upstream's odd prompt."""
+    """A batch to export or validate at: one tuple of lengths per row. What the lengths are is up to the
+    component's input maker: (P prompt tokens, N new tokens) or (P, N, F) for the token -> wav graphs
+    (`lengths`, `prompt_frames`: F defaults to 2P, and 2P + 1 is upstream's odd prompt); (frames,) for the
+    voice graphs (`frame_lengths`)."""
     name: str
     rows: tuple[tuple[int, ...], ...]
 
@@ -64,6 +66,9 @@ class ComponentSpec:
     # attention written as com.microsoft.MultiHeadAttention (ONNX Runtime's fused kernel); TensorRT
     # builds get a standard-op rewrite of the same graph (fused_attention.decompose_multi_head_attention)
     fused_attention: bool = False
+    # never quantized (the int8 pass skips it): a graph run once per voice, whose outputs are rounded
+    # (tokens) or pooled (x-vector), gains little from int8 and could flip tokens
+    fp32_only: bool = False
 
     @property
     def input_names(self) -> list[str]:
@@ -82,6 +87,7 @@ class ComponentSpec:
             "derived_axes": {k: list(v) for k, v in sorted(self.derived_axes.items())},
             "tolerances": {k: asdict(v) for k, v in sorted(self.tolerances.items())},
             **({"fused_attention": True} if self.fused_attention else {}),
+            **({"fp32_only": True} if self.fp32_only else {}),
         }
 
     def spec_hash(self) -> str:
@@ -117,6 +123,11 @@ def prompt_frames(case: Case) -> np.ndarray:
 def vocoded_frames(case: Case) -> np.ndarray:
     """Per-row frames the vocoder gets: T - F with T = 2 (P + N), i.e. 2N, or 2N - 1 for an odd prompt."""
     return lengths(case, "total", scale=2) - prompt_frames(case)
+
+
+def frame_lengths(case: Case) -> np.ndarray:
+    """Per-row frame counts of a voice-graph case (rows are (frames,))."""
+    return np.array([row[0] for row in case.rows], dtype=np.int64)
 
 
 def length_mask(lens: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from s3gen_runtime.backends.tensorrt.selection import ENGINE_PRECISIONS
 from s3gen_runtime.buckets import Bucket
 from s3gen_runtime.constants import SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
 from s3gen_runtime.errors import InputError
-from s3gen_runtime.manifest import Manifest
+from s3gen_runtime.manifest import VOICE_COMPONENTS, Manifest
 
 
 def check_precision(precision) -> str:
@@ -186,8 +186,10 @@ def resolve_buckets(manifest: Manifest, buckets=None) -> list[tuple[Bucket, Buck
 
 
 def buildable_graphs(manifest: Manifest, graphs=None) -> list[str]:
-    """The fp32 ONNX components (int8 graphs are for ONNX Runtime on CPU: TensorRT gets fp32)."""
-    names = [n for n, c in manifest.components.items() if c.format == "onnx" and c.precision == "fp32"]
+    """The fp32 ONNX components (int8 graphs are for ONNX Runtime on CPU: TensorRT gets fp32), except the
+    voice graphs: they run once per voice, on ONNX Runtime, and have no bucket profile rules."""
+    names = [n for n, c in manifest.components.items()
+             if c.format == "onnx" and c.precision == "fp32" and n not in VOICE_COMPONENTS]
     if graphs is None:
         return names
     graphs = [graphs] if isinstance(graphs, str) else list(graphs)

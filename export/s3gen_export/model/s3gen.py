@@ -1,4 +1,5 @@
-"""S3Gen as one module tree whose state-dict names match upstream checkpoints (flow.*, mel2wav.*)."""
+"""S3Gen as one module tree whose state-dict names match upstream checkpoints: flow.*, mel2wav.* and,
+when the checkpoint has them, the voice models speaker_encoder.* and tokenizer.*."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -11,6 +12,8 @@ from ..config import S3GenConfig
 from .encoder import UpsampleConformerEncoder
 from .estimator import ConditionalDecoder
 from .layers import gather_ragged_concat, sequence_mask
+from .speaker_encoder import CAMPPlus
+from .tokenizer import S3TokenizerV2
 from .vocoder import HiFTGenerator
 
 
@@ -77,38 +80,61 @@ def prompt_condition(prompt_feat: torch.Tensor, prompt_feat_lengths: torch.Tenso
 
 
 class S3Gen(nn.Module):
-    def __init__(self, cfg: S3GenConfig):
+    """tokens -> wav (flow, mel2wav); with `voice`, also the models that make a voice from reference
+    audio (speaker_encoder: fbank -> x-vector, tokenizer: 16 kHz log-mel -> FSQ values)."""
+
+    def __init__(self, cfg: S3GenConfig, voice: bool = False):
         super().__init__()
         self.cfg = cfg
         self.flow = Flow(cfg)
         self.mel2wav = HiFTGenerator(cfg.vocoder)
+        if voice:
+            self.speaker_encoder = CAMPPlus()
+            self.tokenizer = S3TokenizerV2()
 
     @property
     def variant(self) -> str:
         return self.cfg.variant
 
+    @property
+    def has_voice(self) -> bool:
+        return hasattr(self, "speaker_encoder")
 
-def build_model(variant: str = "standard") -> S3Gen:
-    return S3Gen(S3GenConfig.for_variant(variant)).eval()
+
+def build_model(variant: str = "standard", voice: bool = False) -> S3Gen:
+    return S3Gen(S3GenConfig.for_variant(variant), voice=voice).eval()
 
 
 @lru_cache(maxsize=None)
-def _expected_shapes(variant: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+def _expected_entries(variant: str, voice: bool) -> tuple[tuple[str, tuple[int, ...], str], ...]:
     with torch.device("meta"):
-        model = S3Gen(S3GenConfig.for_variant(variant))
-    return tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+        model = S3Gen(S3GenConfig.for_variant(variant), voice=voice)
+    return tuple((k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items())
 
 
-def expected_state_dict(variant: str) -> dict[str, tuple[int, ...]]:
-    """name -> shape of every entry a checkpoint of this variant must hold (built on the meta device)."""
-    return dict(_expected_shapes(variant))
+def expected_state_dict(variant: str, voice: bool = False) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every entry a checkpoint of this variant must hold (built on the meta device);
+    with `voice`, the speaker_encoder.* and tokenizer.* entries too (the same for both variants)."""
+    return {k: shape for k, shape, _ in _expected_entries(variant, voice)}
+
+
+def voice_state_dict() -> dict[str, tuple[int, ...]]:
+    """name -> shape of the voice models' entries alone (speaker_encoder.*, tokenizer.*)."""
+    flow_only = expected_state_dict("standard")
+    return {k: s for k, s in expected_state_dict("standard", voice=True).items() if k not in flow_only}
+
+
+def expected_layout(variant: str, voice: bool = False) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype name): what a synthetic checkpoint writes (BatchNorm counters are int64)."""
+    return {k: (shape, dtype) for k, shape, dtype in _expected_entries(variant, voice)}
 
 
 def load_s3gen(path) -> S3Gen:
-    """Build the model for the checkpoint's variant and load its weights (strict key/shape checks)."""
-    from ..checkpoint import load_checkpoint
+    """Build the model for the checkpoint's variant, with the voice models when the file has them, and
+    load its weights (strict key/shape checks)."""
+    from ..checkpoint import has_voice, load_checkpoint
 
-    variant, state = load_checkpoint(path, expected_state_dict)
-    model = build_model(variant)
+    variant, state = load_checkpoint(path, expected_state_dict, voice_layout=voice_state_dict())
+    model = build_model(variant, voice=has_voice(state))
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -17,12 +17,12 @@ version), `files` (hashes, atomic write, checked load).
 
 from .document import MANIFEST_NAME, SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, Manifest
 from .files import load_manifest, read_verified_file, sha256_file, verify_file, verify_files, write_manifest
-from .graphs import (COMPONENT_FORMATS, COMPONENT_PRECISIONS, TENSOR_DTYPES, Component, Engine, SelfTest, TensorSpec, Tolerance,
+from .graphs import (COMPONENT_FORMATS, COMPONENT_PRECISIONS, TENSOR_DTYPES, VOICE_COMPONENTS, Component, Engine, SelfTest, TensorSpec, Tolerance,
                      Validation, ValidationCase)
 from .sections import TOOL_NAME, Audio, Checkpoint, Defaults, Tool, Tuning, Versions
 
 __all__ = ["Manifest", "SCHEMA_VERSION", "SUPPORTED_SCHEMA_VERSIONS", "MANIFEST_NAME", "TOOL_NAME",
-           "COMPONENT_FORMATS", "COMPONENT_PRECISIONS", "TENSOR_DTYPES",
+           "COMPONENT_FORMATS", "COMPONENT_PRECISIONS", "TENSOR_DTYPES", "VOICE_COMPONENTS",
            "Tool", "Versions", "Checkpoint", "Audio", "Defaults", "Tuning",
            "TensorSpec", "ValidationCase", "Tolerance", "Validation", "Component", "Engine", "SelfTest",
            "load_manifest", "write_manifest", "verify_files", "verify_file", "read_verified_file", "sha256_file"]

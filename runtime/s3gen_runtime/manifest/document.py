@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..errors import ArtifactError, ManifestError
 from .fields import read_dict, read_list, read_object, type_error
-from .graphs import Component, Engine
+from .graphs import VOICE_COMPONENTS, Component, Engine
 from .sections import Audio, Checkpoint, Defaults, Tool, Tuning, Versions, bucket_from_dict, bucket_to_dict
 
 # 2: fused-attention estimators, int8 self-test records
@@ -48,6 +48,19 @@ def _check_schema_version(data) -> None:
         )
 
 
+def _check_voice_components(components: dict) -> None:
+    """The voice graphs are optional, but come as a pair (a voice needs both) and only in fp32."""
+    present = [n for n in VOICE_COMPONENTS if n in components]
+    if present and len(present) != len(VOICE_COMPONENTS):
+        missing = [n for n in VOICE_COMPONENTS if n not in components]
+        raise ManifestError(f"components has {', '.join(present)} but not {', '.join(missing)}: "
+                            "the voice graphs come together")
+    for name in present:
+        if components[name].precision != "fp32":
+            raise ManifestError(f"components.{name}.precision must be fp32 (voice graphs are never quantized), "
+                                f"got {components[name].precision!r}")
+
+
 @dataclass(frozen=True)
 class Manifest:
     tool: Tool
@@ -71,6 +84,7 @@ class Manifest:
             raise ManifestError(f"buckets must be non-empty, unique and sorted by mel_frames, got {frames}")
         components = {name: Component.from_dict(c, f"components.{name}")
                       for name, c in read_dict(d, "components", "").items()}
+        _check_voice_components(components)
         engines = tuple(Engine.from_dict(e, f"engines[{i}]") for i, e in enumerate(read_list(d, "engines", "")))
         bucket_names = [b.name for b in buckets]
         for i, e in enumerate(engines):
@@ -115,6 +129,11 @@ class Manifest:
                 f"no component {name!r} in these artifacts; available: {', '.join(sorted(self.components)) or 'none'}"
             )
         return self.components[name]
+
+    @property
+    def has_voice(self) -> bool:
+        """Whether these artifacts can make a voice from reference audio (speaker_encoder and tokenizer)."""
+        return all(n in self.components for n in VOICE_COMPONENTS)
 
     def check_validated(self) -> None:
         """Refuse artifacts whose own validation record says a graph or engine missed its tolerances:

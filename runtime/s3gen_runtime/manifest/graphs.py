@@ -12,6 +12,9 @@ from .fields import (json_copy, key_path, read_bool, read_choice, read_dict, rea
 
 COMPONENT_FORMATS = ("onnx",)
 COMPONENT_PRECISIONS = ("fp32", "int8")
+# Optional graphs that turn reference audio into a voice (x-vector, prompt tokens); exported when the
+# checkpoint has the voice models, always both, always fp32, never built into TensorRT engines.
+VOICE_COMPONENTS = ("speaker_encoder", "tokenizer")
 TENSOR_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
 

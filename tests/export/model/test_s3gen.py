@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from s3gen_export.checkpoint import save_checkpoint
-from s3gen_export.model.s3gen import build_model, expected_state_dict, load_s3gen
+from s3gen_export.model.s3gen import build_model, expected_layout, expected_state_dict, load_s3gen
 from s3gen_export.reference import Noise, synthesize
 from s3gen_export.synthetic import synthetic_state_dict
 
@@ -43,6 +43,17 @@ def test_state_dict_matches_upstream_layout(golden, variant):
     layout = json.loads(golden("s3gen_state_dict.json").read_text())[variant]
     upstream = {k: tuple(v["shape"]) for k, v in layout.items() if k.startswith(("flow.", "mel2wav."))}
     assert expected_state_dict(variant) == upstream
+
+
+@pytest.mark.parametrize("variant", ["standard", "meanflow"])
+def test_voice_state_dict_matches_upstream_layout(golden, variant):
+    """voice=True adds exactly upstream's speaker_encoder.* and tokenizer.* entries (computed buffers left out)."""
+    layout = json.loads(golden("s3gen_state_dict.json").read_text())[variant]
+    tokenizer = json.loads(golden("s3gen_tokenizer_state_dict.json").read_text())[variant]
+    upstream = {k: tuple(v["shape"]) for k, v in {**layout, **tokenizer}.items()}
+    assert expected_state_dict(variant, voice=True) == upstream
+    assert expected_layout(variant, voice=True)["speaker_encoder.head.bn1.num_batches_tracked"] == ((), "int64")
+    assert not any(k.startswith(("speaker_encoder.", "tokenizer.")) for k in expected_state_dict(variant))
 
 
 @pytest.mark.parametrize("variant", ["standard", "meanflow"])
