@@ -19,6 +19,7 @@ returns): one instance serves many threads.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,6 +244,9 @@ class S3GenRuntime:
             return runner
 
         self.runners = RunnerSet(open_role, self.components, eager=[r for r in self.components if r not in LAZY_ROLES[self.variant]])
+        self._voice_preparer = None
+        self._voice_lock = threading.Lock()
+        self._backend_options = dict(backend_options)
         release_free_heap()   # what loading freed goes back to the OS (heap.py)
 
     @property
@@ -326,6 +330,23 @@ class S3GenRuntime:
                    "vocoder": end - after_solver, "total": end - start}
         return [Result(wav, mel, SAMPLE_RATE, dict(timings), settings.nfe, row.seed)
                 for row, mel, wav in zip(batch.rows, mels, wavs)]
+
+    # ------------------------------------------------------------ voices
+
+    def prepare_voice(self, source, sample_rate: int | None = None, *, normalize_loudness: bool | None = None):
+        """A voice from a recording: a file path, or samples with their sample_rate (voice_prep.py). The two
+        voice graphs open on the first call, so a runtime that never prepares voices never holds them."""
+        from .voice_prep import VoicePreparer
+
+        with self._voice_lock:
+            if self._voice_preparer is None:
+                # TensorRT engines are not built for the voice graphs (a voice is prepared once): ONNX Runtime
+                backend, options = ((self.backend, self._backend_options) if self.backend != "tensorrt"
+                                    else ("onnxruntime", {}))
+                self._voice_preparer = VoicePreparer(self.folder, backend, self.manifest, **options)
+        if sample_rate is None:
+            return self._voice_preparer.from_file(source, normalize_loudness=normalize_loudness)
+        return self._voice_preparer.from_array(source, sample_rate, normalize_loudness=normalize_loudness)
 
     # ------------------------------------------------------------ checks
 
