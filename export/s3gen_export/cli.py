@@ -306,5 +306,31 @@ def tune_cmd(artifacts: Path, tokens: Path | None, voice: Path | None, target_db
         _fail(str(e))
 
 
+@main.command("voice")
+@click.argument("reference", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--artifacts", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Artifact folder with the speaker_encoder and tokenizer graphs.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Voice file to write (.npz or .safetensors), in the format synth --voice reads.")
+@click.option("--loudness-norm/--no-loudness-norm", default=None,
+              help="Normalise the reference to -27 LUFS first (default: on for meanflow artifacts, as upstream's Turbo).")
+@click.option("--backend", type=click.Choice(known_backends()), default="onnxruntime", show_default=True)
+def voice_cmd(reference: Path, artifacts: Path, out: Path, loudness_norm: bool | None, backend: str) -> None:
+    """Prepare a voice from a reference recording (torch-free); the first 10 s are used."""
+    from s3gen_runtime.voice import save_voice
+    from s3gen_runtime.voice_prep import VoicePreparer
+
+    try:
+        start = time.perf_counter()
+        prepared = VoicePreparer(artifacts, backend).from_file(reference, normalize_loudness=loudness_norm)
+        seconds = time.perf_counter() - start
+        save_voice(prepared.voice, out)
+    except (S3GenError, ValueError) as e:
+        _fail(str(e))
+    for line in prepared.report.lines():
+        click.echo(line)
+    click.echo(f"wrote {out} in {seconds:.2f} s")
+
+
 if __name__ == "__main__":
     main()
