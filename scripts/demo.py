@@ -1,8 +1,8 @@
-"""End-to-end demo: synthetic checkpoint -> export -> torch-free synthesis -> demo.wav, with timings.
+"""End-to-end demo: synthetic checkpoint -> export -> voice from a recording -> torch-free synthesis -> demo.wav.
 
     python scripts/demo.py --workdir artifacts      (what `make demo` runs)
 
-Steps already done are skipped: the checkpoint when its file exists, the export when the artifact
+Steps already done are skipped: the checkpoint when its file holds the current layout, the export when the artifact
 folder holds a valid manifest (every file's sha256 checked) for the same checkpoint sha256.
 The synthetic weights are random, so the audio is noise-like: the point is the pipeline and its speed.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3gen_runtime.constants import MEL_BINS, SAMPLE_RATE, SPEAKER_EMBED_DIM, SPEECH_VOCAB_SIZE, TOKEN_MEL_RATIO
+from s3gen_runtime.constants import SAMPLE_RATE, SPEECH_VOCAB_SIZE
 from s3gen_runtime.errors import S3GenError
 from s3gen_runtime.io import save_output
 from s3gen_runtime.manifest import load_manifest
@@ -28,17 +28,11 @@ def log(message: str) -> None:
 
 
 def ensure_checkpoint(path: Path) -> Path:
-    if path.is_file():
-        log(f"[1/4] checkpoint {path} present, skipping")
-        return path
-    from s3gen_export.synthetic import write_synthetic_checkpoint
-    from s3gen_export.model.s3gen import expected_state_dict
+    from s3gen_export.synthetic import ensure_synthetic_checkpoint
 
-    log(f"[1/4] writing the synthetic standard checkpoint to {path}")
     start = time.perf_counter()
-    layout = {k: (shape, "float32") for k, shape in expected_state_dict("standard").items()}
-    write_synthetic_checkpoint(path, layout)
-    log(f"      {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
+    ensure_synthetic_checkpoint(path, "standard", progress=lambda m: log(f"[1/5] {m}"))
+    log(f"      {path.stat().st_size / 1e6:.0f} MB ({time.perf_counter() - start:.1f} s)")
     return path
 
 
@@ -55,26 +49,34 @@ def ensure_export(checkpoint: Path, folder: Path) -> float:
     from s3gen_export.checkpoint import file_sha256
 
     if export_is_current(folder, file_sha256(checkpoint)):
-        log(f"[2/4] artifacts in {folder} match the checkpoint, skipping the export")
+        log(f"[2/5] artifacts in {folder} match the checkpoint, skipping the export")
         return 0.0
     from s3gen_export.exporter import export_checkpoint
 
-    log(f"[2/4] exporting {checkpoint} to {folder} (a few minutes on 2 cores)")
+    log(f"[2/5] exporting {checkpoint} to {folder} (a few minutes on 2 cores)")
     start = time.perf_counter()
     export_checkpoint(checkpoint, folder, force=True, progress=lambda m: log(textwrap.indent(m, "      ")))
     return time.perf_counter() - start
 
 
-def demo_voice(path: Path, prompt_tokens: int, seed: int) -> Voice:
-    """A random voice (prompt tokens, log-mel-like prompt, x-vector), written as an .npz voice file."""
-    rng = np.random.default_rng(seed)
-    voice = Voice.validated(
-        rng.integers(0, SPEECH_VOCAB_SIZE, prompt_tokens),
-        (rng.standard_normal((TOKEN_MEL_RATIO * prompt_tokens, MEL_BINS)) * 2.0 - 5.0).astype(np.float32),
-        rng.standard_normal(SPEAKER_EMBED_DIM).astype(np.float32),
-    )
-    save_voice(voice, path)
-    return load_voice(path)   # what a user's voice file goes through
+def demo_voice(folder: Path, work: Path, seed: int) -> Voice:
+    """A voice prepared from a recording, as `s3gen-aot voice` does: the recording is made on the spot
+    (speech-like syllables at 22.05 kHz, so the 24 kHz resampler runs; see s3gen_export.speechlike)."""
+    import soundfile
+
+    from s3gen_export.speechlike import speechlike_recording
+    from s3gen_runtime.voice_prep import VoicePreparer
+
+    reference = work / "demo_reference.wav"
+    soundfile.write(str(reference), speechlike_recording(6.0, 22050, seed=seed), 22050, subtype="PCM_16")
+    start = time.perf_counter()
+    prepared = VoicePreparer(folder).from_file(reference)
+    save_voice(prepared.voice, work / "demo_voice.npz")
+    log(f"      {reference} -> {work / 'demo_voice.npz'} in {time.perf_counter() - start:.1f} s "
+        f"(= s3gen-aot voice {reference} --artifacts {folder} --out {work / 'demo_voice.npz'})")
+    for line in prepared.report.lines():
+        log(f"      {line}")
+    return load_voice(work / "demo_voice.npz")   # what a user's voice file goes through
 
 
 def synthesize(folder: Path, voice: Voice, tokens: np.ndarray, seed: int, out: Path) -> dict:
@@ -93,7 +95,6 @@ def synthesize(folder: Path, voice: Voice, tokens: np.ndarray, seed: int, out: P
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("artifacts"))
-    parser.add_argument("--prompt-tokens", type=int, default=150)
     parser.add_argument("--tokens", type=int, default=200, help="new speech tokens (25 per second of audio)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -103,12 +104,13 @@ def main(argv=None) -> int:
     checkpoint = ensure_checkpoint(work / "synthetic.safetensors")
     export_seconds = ensure_export(checkpoint, work / "synthetic")
 
-    log(f"[3/4] voice ({args.prompt_tokens} prompt tokens) and {args.tokens} speech tokens, seed {args.seed}")
-    voice = demo_voice(work / "demo_voice.npz", args.prompt_tokens, args.seed)
+    log("[3/5] voice from a reference recording (speaker encoder + tokenizer graphs, torch-free)")
+    voice = demo_voice(work / "synthetic", work, args.seed)
+    log(f"[4/5] {args.tokens} speech tokens, seed {args.seed}")
     tokens = np.random.default_rng(args.seed + 1).integers(0, SPEECH_VOCAB_SIZE, args.tokens)
     np.save(work / "demo_tokens.npy", tokens)
 
-    log("[4/4] synthesising with the torch-free runtime (onnxruntime, CPU)")
+    log("[5/5] synthesising with the torch-free runtime (onnxruntime, CPU)")
     out = work / "demo.wav"
     t = synthesize(work / "synthetic", voice, tokens, args.seed, out)
     log(f"wrote {out}: {t['audio']:.2f} s of {SAMPLE_RATE} Hz audio")

@@ -17,7 +17,7 @@ import os
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -155,3 +155,30 @@ def write_synthetic_checkpoint(
 
     arrays = synthetic_state_dict(expected)
     return save_checkpoint({name: torch.from_numpy(a) for name, a in arrays.items()}, path, weight_norm=weight_norm)
+
+
+def ensure_synthetic_checkpoint(path: str | os.PathLike, variant: str = "standard",
+                                progress: Callable[[str], None] = print) -> Path:
+    """The full synthetic checkpoint of `variant` (voice models included) at `path`: a file already there
+    is reused when it holds exactly the expected keys (an older one without the voice models is
+    rewritten), otherwise written. For the demo and the benchmarks."""
+    from safetensors import safe_open
+
+    from .model.s3gen import expected_layout
+
+    path = Path(path)
+    layout = expected_layout(variant, voice=True)
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                keys = set(f.keys())
+        except Exception:   # unreadable: written again below
+            keys = set()
+        if keys == set(layout):
+            progress(f"checkpoint {path} present, reusing it")
+            return path
+        progress(f"checkpoint {path} is not the current synthetic {variant} layout: writing it again")
+    else:
+        progress(f"writing the synthetic {variant} checkpoint to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_synthetic_checkpoint(path, layout)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "machine")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "voice", "machine")
 PLOTS = ("speed.png", "speed_components.png", "fidelity.png", "scaling.png", "memory.png")
 
 
@@ -48,7 +48,7 @@ def test_every_section_writes_finite_json(quick):
         data = load(out, name)
         values = list(numbers(data))
         assert values and all(math.isfinite(v) for v in values), name
-    for marker in ("[a]", "[b]", "[c]", "[d]"):
+    for marker in ("[a]", "[b]", "[c]", "[d]", "[f]"):
         assert marker in log
 
 
@@ -84,11 +84,22 @@ def test_fidelity_scaling_memory(quick):
     assert mem["processes"]["ort-fp32"]["peak_rss_mb"] > 0
 
 
+def test_voice_preparation_is_measured_torch_free(quick):
+    out, _ = quick
+    voice = load(out, "voice")
+    assert voice["torch_imported"] is False   # the child process is what a torch-free service runs
+    assert voice["used_seconds"] == 10.0 and voice["prompt_frames"] in (2 * voice["prompt_tokens"],
+                                                                       2 * voice["prompt_tokens"] + 1)
+    assert len(voice["runs"]) == 1 and voice["peak_rss_mb"] >= voice["rss_after_load_mb"] > 0
+    m = voice["median"]
+    assert m["wall"] >= m["frontends"] + m["speaker_encoder"] + m["tokenizer"] > 0
+
+
 def test_summary_and_plots(quick):
     out, _ = quick
     summary = (out / "summary.md").read_text()
     for text in ("synthetic checkpoint", "CPU:", "cores", "RAM", "onnxruntime", "torch", "Date:", "## Targets",
-                 "## a. Speed", "## b. Solver fidelity", "## c. Scaling", "## d. Memory"):
+                 "## a. Speed", "## b. Solver fidelity", "## c. Scaling", "## d. Memory", "## f. Voice preparation"):
         assert text in summary, text
     for name in PLOTS:
         data = (out / name).read_bytes()

@@ -195,3 +195,36 @@ def test_tolerance_miss_fails_export_without_manifest(exported, synthetic_checkp
 def test_manifest_is_json_with_schema_version(exported):
     data = json.loads((exported("meanflow") / "manifest.json").read_text())
     assert data["schema_version"] == SCHEMA_VERSION and data["versions"]["torch"].startswith("2.13")
+
+
+def test_checkpoint_without_voice_models_exports_no_voice_graphs(tmp_path, monkeypatch):
+    """A checkpoint without speaker_encoder.*/tokenizer.* exports the flow graphs only, and says so.
+    (Graph writing is replaced by a recorder: which graphs would be written is what is checked.)"""
+    from s3gen_export import exporter
+    from s3gen_export.model.s3gen import expected_layout
+    from s3gen_export.synthetic import write_synthetic_checkpoint
+
+    checkpoint = write_synthetic_checkpoint(tmp_path / "flow_only.safetensors", expected_layout("standard"))
+    written = []
+
+    def record(model, spec, path, metadata):
+        written.append(spec.name)
+        path.write_bytes(b"")
+        return path
+
+    class Stop(Exception):
+        pass
+
+    real_export_graphs = exporter.export_graphs
+
+    def export_then_stop(*args, **kwargs):
+        real_export_graphs(*args, **kwargs)
+        raise Stop
+
+    monkeypatch.setattr(exporter, "export_component", record)
+    monkeypatch.setattr(exporter, "export_graphs", export_then_stop)
+    messages = []
+    with pytest.raises(Stop):
+        exporter.export_checkpoint(checkpoint, tmp_path / "out", progress=messages.append)
+    assert written == ["encoder", "estimator_cfg", "estimator", "vocoder"]
+    assert any("no voice graphs" in m for m in messages)

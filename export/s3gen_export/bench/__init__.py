@@ -3,7 +3,7 @@
     run_bench(out, quick=False, checkpoint=None, workdir="artifacts/bench")
 
 Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
-d. memory (memory.py), e. meanflow end to end (meanflow.py). Each writes <section>.json into `out`; report.py writes summary.md and
+d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py). Each writes <section>.json into `out`; report.py writes summary.md and
 plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
 and reused while current (setup.py).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from .common import Progress, load_average, machine_info, write_json
 from .config import BenchConfig
 
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice")
 
 
 def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
@@ -119,6 +119,12 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         results["meanflow"] = run_meanflow(cfg, workdir, progress)
         write_json(out / "meanflow.json", results["meanflow"])
         progress(f"[e] done in {results['meanflow']['seconds'] / 60:.1f} min")
+    if "voice" in sections:
+        progress("[f] voice preparation from a recording (speaker encoder + tokenizer graphs, torch-free)")
+        from .voice import run_voice
+
+        results["voice"] = run_voice(artifacts, workdir / "voice", cfg.voice_repeats, progress)
+        write_json(out / "voice.json", results["voice"])
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
@@ -146,7 +152,7 @@ def rebuild_report(out, progress: Progress = print) -> dict:
                "load_average_at_end": machine.get("load_average_at_end")}
     plots = []
     for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
-                       ("memory", plot_memory), ("meanflow", None)):
+                       ("memory", plot_memory), ("meanflow", None), ("voice", None)):
         if (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
             plots += plot(results[name], out) if plot else []

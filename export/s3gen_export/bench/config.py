@@ -47,6 +47,8 @@ class BenchConfig:
     meanflow_lengths_s: tuple = (5, 10, 20, 40)
     meanflow_repeats: tuple = (2, 1, 1, 1)
     meanflow_budget_s: float = 420.0
+    # f. voice preparation of a 12 s clip (cropped to 10 s), after one warm-up
+    voice_repeats: int = 3
     # the whole run (export included): sections shrink their optional work to stay within it
     total_budget_s: float = 27.5 * 60.0
     reserve_fidelity_s: float = 300.0     # kept for section b when section a's budget is set
@@ -59,7 +61,8 @@ class BenchConfig:
                    fidelity_reference_steps=8, fidelity_reference_min_steps=4, fidelity_budget_s=40.0,
                    scaling_frames=(128, 256), scaling_repeats=1, batch_sizes=(1, 2), batch_frames=128, profile_frames=(128,), fidelity_min_nfe_cap=4,
                    batch_repeats=1, worker_timeout_s=300.0, total_budget_s=180.0, reserve_fidelity_s=30.0,
-                   reserve_scaling_s=15.0, meanflow_lengths_s=(2,), meanflow_repeats=(1,), meanflow_budget_s=90.0)
+                   reserve_scaling_s=15.0, meanflow_lengths_s=(2,), meanflow_repeats=(1,), meanflow_budget_s=90.0,
+                   voice_repeats=1)
 
     def to_dict(self) -> dict:
         return asdict(self)

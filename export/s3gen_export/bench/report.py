@@ -6,6 +6,7 @@ from pathlib import Path
 from .flops import efficiency_lines
 from .scaling import ATTENTION
 from .meanflow import meanflow_section, meanflow_target
+from .voice import voice_section
 from .memory import memory_targets
 
 TARGETS = {"fp32_e2e": 1.5, "int8_e2e": 2.5, "int8_mel_snr_db": 30.0, "int8_estimator": 2.0}
@@ -348,7 +349,9 @@ def write_summary(out: Path, results: dict) -> Path:
         lines += mem_lines[:at] + extra + ([""] if extra else []) + mem_lines[at:]
     if results.get("meanflow"):
         lines += meanflow_section(results["meanflow"])
-    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, machine.json (all numbers, "
+    if results.get("voice"):
+        lines += voice_section(results["voice"])
+    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, machine.json (all numbers, "
               "every run); this summary; the PNG plots.", ""]
     path = Path(out) / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -16,17 +16,9 @@ from .common import Progress
 
 
 def ensure_checkpoint(path: Path, progress: Progress = print, variant: str = "standard") -> Path:
-    path = Path(path)
-    if path.is_file():
-        progress(f"checkpoint {path} present, reusing it")
-        return path
-    from ..synthetic import write_synthetic_checkpoint
-    from ..model.s3gen import expected_state_dict
+    from ..synthetic import ensure_synthetic_checkpoint
 
-    progress(f"writing the synthetic {variant} checkpoint to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    layout = {k: (shape, "float32") for k, shape in expected_state_dict(variant).items()}
-    return write_synthetic_checkpoint(path, layout)
+    return ensure_synthetic_checkpoint(path, variant, progress)
 
 
 def has_int8(manifest) -> bool:
