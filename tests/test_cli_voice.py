@@ -41,7 +41,7 @@ def test_voice_from_a_recording_feeds_synth(exported, tmp_path):
 
 def bad_inputs(tmp_path):
     silent = write(tmp_path / "silent.wav", np.zeros(48000, np.float32), 24000)
-    short = write(tmp_path / "short.wav", speechlike_recording(0.05, 24000), 24000)
+    short = write(tmp_path / "short.wav", speechlike_recording(0.03, 24000), 24000)
     nan = speechlike_recording(2.0, 24000)
     nan[100] = np.nan
     nan_file = write(tmp_path / "nan.wav", nan, 24000, subtype="FLOAT")
