@@ -26,11 +26,6 @@ def preparer(exported):
     return VoicePreparer(exported("standard"))
 
 
-@pytest.fixture(scope="module")
-def std(exported):
-    return S3GenRuntime(exported("standard"))
-
-
 def golden_voice(golden, case):
     path = golden(f"voice/{case}.npz")
     g = np.load(path)

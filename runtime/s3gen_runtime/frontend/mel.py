@@ -27,27 +27,26 @@ TOKENIZER_HOP = 160
 TOKENIZER_MELS = 128
 
 
+# Slaney's mel scale (librosa htk=False): linear below 1 kHz (200/3 Hz per mel), logarithmic above
+SLANEY_HZ_PER_MEL = 200.0 / 3
+SLANEY_MIN_LOG_HZ = 1000.0
+SLANEY_MIN_LOG_MEL = SLANEY_MIN_LOG_HZ / SLANEY_HZ_PER_MEL
+SLANEY_LOGSTEP = np.log(6.4) / 27.0
+
+
 def hz_to_mel_slaney(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale (librosa htk=False): linear below 1 kHz, logarithmic above."""
+    """Hz -> Slaney mels."""
     hz = np.asarray(hz, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    mels = hz / f_sp
     with np.errstate(divide="ignore"):
-        log_part = min_log_mel + np.log(hz / min_log_hz) / logstep
-    return np.where(hz >= min_log_hz, log_part, mels)
+        log_part = SLANEY_MIN_LOG_MEL + np.log(hz / SLANEY_MIN_LOG_HZ) / SLANEY_LOGSTEP
+    return np.where(hz >= SLANEY_MIN_LOG_HZ, log_part, hz / SLANEY_HZ_PER_MEL)
 
 
 def mel_to_hz_slaney(mels: np.ndarray) -> np.ndarray:
     """Inverse of hz_to_mel_slaney."""
     mels = np.asarray(mels, dtype=np.float64)
-    f_sp = 200.0 / 3
-    min_log_hz = 1000.0
-    min_log_mel = min_log_hz / f_sp
-    logstep = np.log(6.4) / 27.0
-    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+    return np.where(mels >= SLANEY_MIN_LOG_MEL,
+                    SLANEY_MIN_LOG_HZ * np.exp(SLANEY_LOGSTEP * (mels - SLANEY_MIN_LOG_MEL)), SLANEY_HZ_PER_MEL * mels)
 
 
 @lru_cache(maxsize=8)
