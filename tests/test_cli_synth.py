@@ -170,3 +170,27 @@ def test_usage_errors_exit_1(exported, synthetic_checkpoint, small_inputs, tmp_p
         result = synth(*args)
         assert result.exit_code == 1, (args, result.output)
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_synth_stream_prints_latencies_and_writes_the_whole_stream(exported, small_inputs, tmp_path):
+    _, voice_file, _ = small_inputs
+    tokens = tmp_path / "twelve.txt"
+    tokens.write_text(" ".join(str(t) for t in range(100, 124)))
+    out = tmp_path / "stream.wav"
+    result = synth("--artifacts", exported("standard"), "--tokens", tokens, "--voice", voice_file, "--seed", 3,
+                   "--steps", 1, "--cfg-rate", 0, "--stream", "--first-chunk-tokens", 10, "--chunk-tokens", 6,
+                   "--out", out)
+    assert result.exit_code == 0, result.output
+    assert re.search(r"chunk 0: .* from 10 tokens at [0-9.]+ s", result.stdout)
+    assert "chunk 2:" in result.stdout and re.search(r"time to first audio [0-9.]+ s, total [0-9.]+ s", result.stdout)
+    wav, _ = read_wav(out)
+    assert wav.shape == (960 * 24,)   # chunks at 10, 16, 24 tokens
+
+
+@pytest.mark.parametrize("args,message", [(["--stream", "--first-chunk-tokens", 2], "first_chunk_tokens"),
+                                          (["--chunk-tokens", 5], "need --stream")])
+def test_synth_stream_bad_options(exported, small_inputs, tmp_path, args, message):
+    tokens, voice_file, _ = small_inputs
+    result = synth("--artifacts", exported("standard"), "--tokens", tokens, "--voice", voice_file, *args,
+                   "--out", tmp_path / "x.wav")
+    assert result.exit_code == 1 and message in result.output

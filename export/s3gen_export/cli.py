@@ -160,6 +160,29 @@ def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cf
     return result.mel, result.wav, result.timings, result.nfe, result.seed
 
 
+def _stream_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision, backend, threads,
+                      first_chunk_tokens, chunk_tokens):
+    """synth --stream: the runtime's stream over the whole token array; prints each chunk as it lands."""
+    from s3gen_runtime.pipeline import S3GenRuntime
+
+    options = {} if threads is None else {"intra_op_threads": threads}
+    runtime = S3GenRuntime(folder, backend=backend or "onnxruntime", precision=precision, **options)
+    click.echo(f"loaded {folder} ({runtime.variant}, {precision}, {_backend_used(runtime)})")
+    generator = runtime.stream(tokens, voice, seed=seed, noise=noise, solver=solver, steps=steps, cfg_rate=cfg_rate,
+                               first_chunk_tokens=first_chunk_tokens, chunk_tokens=chunk_tokens)
+    while True:
+        try:
+            c = next(generator)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        click.echo(f"chunk {c.index}: {c.wav.size / SAMPLE_RATE:.2f} s of audio from {c.tokens} tokens at "
+                   f"{c.latency:.2f} s (flow {c.timings['flow']:.2f} s, vocoder {c.timings['vocoder']:.2f} s)")
+    click.echo(f"time to first audio {result.time_to_first_audio:.2f} s, total {result.total:.2f} s, "
+               f"{len(result.chunks)} chunks")
+    return result.mel, result.wav, {"total": result.total}, runtime.resolve(solver, steps, cfg_rate).nfe, result.seed
+
+
 def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, steps, cfg_rate, precision, backend,
                       threads):
     """The eager torch reference: upstream's own algorithm only (Euler with CFG, or meanflow)."""
@@ -223,9 +246,13 @@ def _synth_checkpoint(checkpoint: Path, tokens, voice, noise, seed, solver, step
               help="Runtime backend for --artifacts (default: onnxruntime).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads per graph for the ONNX Runtime backends (default: all cores).")
+@click.option("--stream", is_flag=True, help="Streaming synthesis (--artifacts): prints time to first audio and "
+              "per-chunk latencies; writes the concatenated stream.")
+@click.option("--first-chunk-tokens", type=int, default=None, help="--stream: tokens of the first chunk.")
+@click.option("--chunk-tokens", type=int, default=None, help="--stream: tokens of the second chunk (later ones grow).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .wav or .npz.")
 def synth_cmd(artifacts, checkpoint, tokens_file, voice_file, noise_file, steps, seed, solver, cfg_rate, precision,
-              backend, threads, out) -> None:
+              backend, threads, stream, first_chunk_tokens, chunk_tokens, out) -> None:
     """Synthesise speech tokens in a voice to OUT (.wav at 24 kHz, or .npz with mel and wav)."""
     from s3gen_runtime.io import load_noise, load_tokens, save_output
     from s3gen_runtime.voice import load_voice
@@ -237,9 +264,16 @@ def synth_cmd(artifacts, checkpoint, tokens_file, voice_file, noise_file, steps,
         noise = None if noise_file is None else load_noise(noise_file)
         if noise is not None and seed is not None:
             click.echo("note: --noise given, --seed is ignored")
+        if not stream and (first_chunk_tokens is not None or chunk_tokens is not None):
+            _fail("--first-chunk-tokens and --chunk-tokens need --stream")
+        if stream and checkpoint is not None:
+            _fail("--stream needs --artifacts (the eager reference synthesises offline only)")
         run = _synth_artifacts if artifacts is not None else _synth_checkpoint
-        mel, wav, timings, nfe, used_seed = run(artifacts or checkpoint, tokens, voice, noise, seed, solver, steps,
-                                                cfg_rate, precision, backend, threads)
+        args = (artifacts or checkpoint, tokens, voice, noise, seed, solver, steps, cfg_rate, precision, backend, threads)
+        if stream:
+            mel, wav, timings, nfe, used_seed = _stream_artifacts(*args, first_chunk_tokens, chunk_tokens)
+        else:
+            mel, wav, timings, nfe, used_seed = run(*args)
         click.echo(f"noise: {'from ' + str(noise_file) if used_seed is None else f'seed {used_seed}'}")
         _print_timings(timings, nfe, wav.shape[-1] / SAMPLE_RATE)
         click.echo(f"wrote {save_output(out, mel, wav)}")

@@ -331,6 +331,19 @@ class S3GenRuntime:
         return [Result(wav, mel, SAMPLE_RATE, dict(timings), settings.nfe, row.seed)
                 for row, mel, wav in zip(batch.rows, mels, wavs)]
 
+    def stream(self, tokens, voice: Voice, *, seed: int | None = None, noise: dict | None = None,
+               solver: str | None = None, steps: int | None = None, cfg_rate: float | None = None,
+               first_chunk_tokens: int | None = None, chunk_tokens: int | None = None, growth: float | None = None,
+               left_context_frames: int | None = None, hold_frames: int | None = None):
+        """Streaming synthesis (streaming.py): tokens as a whole array or an iterable of token chunks;
+        yields StreamChunks (wav piece, latency, timings) and returns the StreamResult (their
+        concatenation). Options are checked now; the graphs run as the generator is consumed."""
+        from .streaming import stream
+
+        return stream(self, tokens, voice, seed=seed, noise=noise, solver=solver, steps=steps, cfg_rate=cfg_rate,
+                      first_chunk_tokens=first_chunk_tokens, chunk_tokens=chunk_tokens, growth=growth,
+                      left_context_frames=left_context_frames, hold_frames=hold_frames)
+
     # ------------------------------------------------------------ voices
 
     def prepare_voice(self, source, sample_rate: int | None = None, *, normalize_loudness: bool | None = None):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "voice", "machine")
-PLOTS = ("speed.png", "speed_components.png", "fidelity.png", "scaling.png", "memory.png")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "voice", "streaming", "machine")
+PLOTS = ("speed.png", "speed_components.png", "fidelity.png", "scaling.png", "memory.png", "streaming.png")
 
 
 def numbers(obj):
@@ -48,7 +48,7 @@ def test_every_section_writes_finite_json(quick):
         data = load(out, name)
         values = list(numbers(data))
         assert values and all(math.isfinite(v) for v in values), name
-    for marker in ("[a]", "[b]", "[c]", "[d]", "[f]"):
+    for marker in ("[a]", "[b]", "[c]", "[d]", "[f]", "[g]"):
         assert marker in log
 
 
@@ -119,3 +119,13 @@ def test_report_rebuilds_from_the_json(quick, tmp_path):
     rebuild_report(copy, progress=lambda m: None)
     assert (copy / "summary.md").read_text() == (out / "summary.md").read_text()
     assert all((copy / name).is_file() for name in PLOTS)
+
+
+def test_streaming_section_measures_seams_and_first_audio(quick):
+    out, _ = quick
+    st = load(out, "streaming")
+    row = st["quality"][0]
+    assert row["vocoder_only"]["wav_snr_db"] > 40.0 and row["click_score"] > 0
+    cost = st["cost"][0]
+    assert 0 < cost["ttfa_s"] < cost["total_s"] and st["machine"]["cpu_model"]
+    assert "## g. Streaming synthesis" in (out / "summary.md").read_text()

@@ -3,7 +3,7 @@
     run_bench(out, quick=False, checkpoint=None, workdir="artifacts/bench")
 
 Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
-d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py). Each writes <section>.json into `out`; report.py writes summary.md and
+d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py), g. streaming (streaming.py). Each writes <section>.json into `out`; report.py writes summary.md and
 plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
 and reused while current (setup.py).
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from .common import Progress, load_average, machine_info, write_json
 from .config import BenchConfig
 
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming")
 
 
 def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
@@ -125,6 +125,18 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
 
         results["voice"] = run_voice(artifacts, workdir / "voice", cfg.voice_repeats, progress)
         write_json(out / "voice.json", results["voice"])
+    if "streaming" in sections:
+        progress("[g] streaming: streamed vs offline synthesis, same seed (quality at seams, time to first audio)")
+        from s3gen_runtime.pipeline import S3GenRuntime
+
+        from .plots import plot_streaming
+        from .streaming import run_streaming
+
+        results["streaming"] = run_streaming(S3GenRuntime(artifacts), cfg.quick, progress)
+        results["streaming"]["machine"] = results["machine"]   # the numbers carry the CPU they came from
+        write_json(out / "streaming.json", results["streaming"])
+        plots += plot_streaming(results["streaming"], out)
+        progress(f"[g] done in {results['streaming']['seconds'] / 60:.1f} min")
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
@@ -142,7 +154,7 @@ def rebuild_report(out, progress: Progress = print) -> dict:
     """summary.md and the plots again from the JSON files a run left in `out` (no measuring)."""
     import json
 
-    from .plots import plot_fidelity, plot_memory, plot_scaling, plot_speed
+    from .plots import plot_fidelity, plot_memory, plot_scaling, plot_speed, plot_streaming
     from .report import write_summary
 
     out = Path(out)
@@ -152,7 +164,8 @@ def rebuild_report(out, progress: Progress = print) -> dict:
                "load_average_at_end": machine.get("load_average_at_end")}
     plots = []
     for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
-                       ("memory", plot_memory), ("meanflow", None), ("voice", None)):
+                       ("memory", plot_memory), ("meanflow", None), ("voice", None),
+                       ("streaming", plot_streaming)):
         if (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
             plots += plot(results[name], out) if plot else []

@@ -139,3 +139,27 @@ def plot_memory(mem: dict, out: Path) -> list[Path]:
     ax2.set_xticks(x, names)
     ax2.set(ylabel="MiB", title="RSS: after load (grey), peak over its runs (colour)")
     return [_save(fig, out / "memory.png")]
+
+
+def plot_streaming(st: dict, out: Path) -> list[Path]:
+    """Quality vs schedule and left context; time to first audio and total cost vs utterance length."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = st["quality"]
+    labels = [f"{r['first']}/{r['chunk']}x{r['growth']:g}\nleft {r['left_frames']}" for r in rows]
+    x = np.arange(len(rows))
+    ax1.bar(x - 0.27, [r["wav_snr_db"] for r in rows], 0.27, label="stream wav SNR", color="#1f77b4")
+    ax1.bar(x, [r["seam_wav_snr_db"] or 0 for r in rows], 0.27, label="stream wav SNR at seams", color="#aec7e8")
+    ax1.bar(x + 0.27, [r["vocoder_only"]["wav_snr_db"] for r in rows], 0.27, label="vocoder alone (offline mel)",
+            color="#ff7f0e")
+    ax1.set_xticks(x, labels, fontsize=7)
+    ax1.set(ylabel="dB vs offline (same seed)", title="streamed vs offline")
+    ax1.legend(fontsize=7)
+    for key, style in (("ttfa_ratio", "o-"), ("total_ratio", "s--")):
+        for sched in sorted({(c["first"], c["chunk"], c["growth"]) for c in st["cost"]}):
+            pts = sorted((c["seconds"], c[key]) for c in st["cost"] if (c["first"], c["chunk"], c["growth"]) == sched)
+            ax2.plot(*zip(*pts), style, label=f"{'TTFA' if key == 'ttfa_ratio' else 'total'} {sched[0]}/{sched[1]}x{sched[2]:g}")
+    ax2.axhline(1.0, color="#999999", lw=0.8)
+    ax2.set(xlabel="utterance length, s", ylabel="x offline latency", title="time to first audio and total cost")
+    ax2.legend(fontsize=7)
+    return [_save(fig, out / "streaming.png")]
