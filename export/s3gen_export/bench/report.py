@@ -7,6 +7,7 @@ from .flops import efficiency_lines
 from .scaling import ATTENTION
 from .meanflow import meanflow_section, meanflow_target
 from .voice import voice_section
+from .vocos import vocos_section
 from .memory import memory_targets
 
 TARGETS = {"fp32_e2e": 1.5, "int8_e2e": 2.5, "int8_mel_snr_db": 30.0, "int8_estimator": 2.0}
@@ -351,7 +352,9 @@ def write_summary(out: Path, results: dict) -> Path:
         lines += meanflow_section(results["meanflow"])
     if results.get("voice"):
         lines += voice_section(results["voice"])
-    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, machine.json (all numbers, "
+    if results.get("vocos"):
+        lines += vocos_section(results["vocos"])
+    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, vocos.json, machine.json (all numbers, "
               "every run); this summary; the PNG plots.", ""]
     path = Path(out) / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")
