@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel that lies on these machines
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[export,bench,test,voice]'
+	$(BIN)/pip install -q -e '.[export,bench,test,voice,vocos]'
+	# vocos without torchaudio/encodec (see the vocos extra in pyproject.toml)
+	$(BIN)/pip install -q --no-deps vocos==0.1.0
 	touch $(STAMP)
 
 # synthetic checkpoint -> export -> runtime synthesis -> a wav, with timings

@@ -6,6 +6,7 @@ golden folder is a failure, not a skip: the parity tests must run.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,19 @@ def voice_models():
     holder.tokenizer = S3TokenizerV2()
     holder.load_state_dict({k: torch.from_numpy(a) for k, a in synthetic_state_dict(layout).items()}, strict=True)
     return holder.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def vocos_artifacts(exported, tmp_path_factory):
+    """(folder, vocos folder, replace_vocoder's manifest dict): the standard artifacts (linked, not copied)
+    with a small random-weight Vocos over S3Gen's mel exported as their `vocoder`."""
+    sys.path.insert(0, str(Path(__file__).parent / "runtime"))
+    from pipeline_helpers import linked_copy
+    from s3gen_export.vocos_export import replace_vocoder
+    from s3gen_export.vocos_features import s3gen_vocos_config
+    from s3gen_export.vocos_load import write_vocos
+
+    tmp = tmp_path_factory.mktemp("vocos")
+    vocos = write_vocos(tmp / "vocos_s3gen", s3gen_vocos_config(dim=128, intermediate_dim=384, num_layers=2))
+    folder = linked_copy(exported("standard"), tmp / "artifacts")
+    return folder, vocos, replace_vocoder(folder, vocos, progress=lambda m: None)

@@ -97,7 +97,10 @@ def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
 @click.option("--int8", is_flag=True, help="Also write int8 (dynamic, selective) encoder and estimator graphs.")
 @click.option("--buckets", type=BucketSizes(), default=None,
               help="Comma-separated mel-frame buckets, e.g. 256,512,1024,2048,4096.")
-def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: tuple | None) -> None:
+@click.option("--vocoder", default="hift", show_default=True,
+              help="'hift' (the checkpoint's) or 'vocos:DIR': a Vocos model (config.yaml + pytorch_model.bin) "
+                   "trained on S3Gen's mel features; any other features are refused before export.")
+def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: tuple | None, vocoder: str) -> None:
     """Export CHECKPOINT's graphs to ONNX, validate them against PyTorch, write the manifest."""
     from s3gen_runtime.buckets import DEFAULT_BUCKETS
     from .checkpoint import CheckpointError
@@ -105,8 +108,9 @@ def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: tu
     from .graphs import ExportError
 
     try:
+        from .vocos_export import parse_vocoder_option
         export_checkpoint(checkpoint, out, force=force, int8=int8, buckets=buckets or DEFAULT_BUCKETS,
-                          progress=click.echo)
+                          progress=click.echo, vocos=parse_vocoder_option(vocoder))
     except (ExportError, CheckpointError, S3GenError, ValueError) as e:
         _fail(str(e))
 
@@ -153,6 +157,7 @@ def _synth_artifacts(folder: Path, tokens, voice, noise, seed, solver, steps, cf
     threads_note = "" if threads is None else f", {threads} intra-op threads"
     click.echo(f"loaded {folder} ({runtime.variant}, {precision}, {_backend_used(runtime)}{threads_note}) "
                f"in {time.perf_counter() - start:.2f} s")
+    click.echo(f"vocoder: {runtime.vocoder}" + (f" ({runtime.manifest.vocoder.source})" if runtime.vocoder != "hift" else ""))
     settings = runtime.resolve(solver, steps, cfg_rate)
     click.echo(f"solver {settings.solver}, {settings.steps} steps, cfg_rate {settings.cfg_rate:g}")
     result = runtime.synthesize(tokens, voice, seed=seed, noise=noise, solver=settings.solver, steps=settings.steps,

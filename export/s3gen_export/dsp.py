@@ -1,4 +1,4 @@
-"""STFT / ISTFT for the HiFT vocoder, in two interchangeable forms.
+"""STFT / ISTFT for the vocoders (HiFT; Vocos uses the ISTFT), in two interchangeable forms.
 
 `TorchSpectral` calls torch.stft / torch.istft exactly as upstream does (the eager reference).
 `ConvSpectral` computes the same transforms as convolutions, because ONNX has no ISTFT and
@@ -97,13 +97,21 @@ class ConvSpectral(nn.Module):
         padded = torch.gather(x, 1, index).unsqueeze(1)
         return F.conv1d(padded, self.forward_basis, stride=self.hop)
 
-    def istft(self, real: torch.Tensor, imag: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        """real, imag: (B, bins, frames); frame_mask: (B, 1, frames) -> (B, hop*(frames-1))."""
+    def overlap_add(self, real: torch.Tensor, imag: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Inverse DFT of each valid frame, overlap-added and divided by the squared-window envelope:
+        (B, 1, hop*(frames-1) + n_fft), untrimmed."""
         spec = torch.cat([real, imag], dim=1) * frame_mask
-        frames = spec.shape[2]
         signal = F.conv_transpose1d(spec, self.inverse_basis, stride=self.hop)
         # overlap-added squared window of the row's valid frames: the normaliser torch.istft divides by
         envelope = F.conv_transpose1d(frame_mask, self.window_sq, stride=self.hop)
-        signal = torch.where(envelope > 1e-11, signal / envelope.clamp(min=1e-11), torch.zeros_like(signal))
+        return torch.where(envelope > 1e-11, signal / envelope.clamp(min=1e-11), torch.zeros_like(signal))
+
+    def istft(self, real: torch.Tensor, imag: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """real, imag: (B, bins, frames); frame_mask: (B, 1, frames) -> (B, hop*(frames-1)) (centred frames)."""
         pad = self.n_fft // 2
-        return signal[:, 0, pad: pad + self.hop * (frames - 1)]
+        return self.overlap_add(real, imag, frame_mask)[:, 0, pad: pad + self.hop * (real.shape[2] - 1)]
+
+    def istft_same(self, real: torch.Tensor, imag: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """Vocos' "same" padding: (n_fft - hop)/2 trimmed each side, hop samples per frame -> (B, hop*frames)."""
+        pad = (self.n_fft - self.hop) // 2
+        return self.overlap_add(real, imag, frame_mask)[:, 0, pad: pad + self.hop * real.shape[2]]

@@ -10,7 +10,8 @@ from typing import Callable
 
 from s3gen_runtime import __version__ as runtime_version
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
-from s3gen_runtime.manifest import MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, Manifest, sha256_file, write_manifest
+from s3gen_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, Manifest, VocoderSource, sha256_file,
+                                    write_manifest)
 
 from .checkpoint import file_sha256
 from .components import specs_for_variant
@@ -19,6 +20,7 @@ from .model.s3gen import S3Gen, load_s3gen
 from .onnx_export import export_component
 from .transforms import prepare_for_export
 from .validate import validate_component
+from .vocos_export import load_vocoder, vocos_spec
 
 Progress = Callable[[str], None]
 
@@ -44,9 +46,10 @@ def check_output_folder(out: Path, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def export_graphs(model: S3Gen, out: Path, checkpoint_sha: str, progress: Progress = print) -> list[ExportedGraph]:
+def export_graphs(model: S3Gen, out: Path, checkpoint_sha: str, progress: Progress = print,
+                  specs=None) -> list[ExportedGraph]:
     graphs = []
-    specs = specs_for_variant(model.variant, voice=model.has_voice)
+    specs = specs or specs_for_variant(model.variant, voice=model.has_voice)
     for i, spec in enumerate(specs):
         start = time.perf_counter()
         progress(f"[{i + 1}/{len(specs)}] exporting {spec.name} ({spec.description})")
@@ -89,7 +92,7 @@ def selftest_record(out: Path, selftest: dict | None) -> dict | None:
 
 
 def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, graphs: list[ExportedGraph],
-                   buckets=DEFAULT_BUCKETS) -> Manifest:
+                   buckets=DEFAULT_BUCKETS, vocoder: dict | None = None) -> Manifest:
     data = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "s3gen-aot", "version": runtime_version},
@@ -101,17 +104,21 @@ def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: st
         "components": {g.name: component_record(Path(out), g) for g in graphs},
         "engines": [],
         "tuning": None,
+        "vocoder": vocoder or VocoderSource.hift().to_dict(),
     }
     return Manifest.from_dict(data)
 
 
 def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8: bool = False,
-                      buckets=DEFAULT_BUCKETS, progress: Progress = print) -> ExportResult:
+                      buckets=DEFAULT_BUCKETS, progress: Progress = print, vocos: Path | None = None) -> ExportResult:
     """Export every graph of the checkpoint's variant into `out`, validate them, write the manifest.
+    With `vocos` (a Vocos folder), that model is the `vocoder` graph instead of the checkpoint's HiFT.
 
-    Raises ExportError (after writing the graphs, without a manifest) if any graph misses its tolerances."""
+    Raises VocosMismatch before anything is written if the Vocos model was trained on other features;
+    ExportError (after writing the graphs, without a manifest) if any graph misses its tolerances."""
     checkpoint, out = Path(checkpoint), Path(out)
     make_buckets(buckets)   # bad bucket tables fail before minutes of export
+    vocoder = load_vocoder(vocos, progress) if vocos is not None else None
     check_output_folder(out, force)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     progress(f"loading {checkpoint}")
@@ -120,7 +127,10 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     progress(f"variant {model.variant}; checkpoint sha256 {checkpoint_sha[:12]}...")
     if not model.has_voice:
         progress("no speaker_encoder.*/tokenizer.* in the checkpoint: no voice graphs (speaker_encoder, tokenizer)")
-    result = ExportResult(out, model.variant, export_graphs(model, out, checkpoint_sha, progress))
+    specs = specs_for_variant(model.variant, voice=model.has_voice)
+    if vocoder is not None:
+        specs = tuple(vocos_spec(vocoder.model) if s.name == "vocoder" else s for s in specs)
+    result = ExportResult(out, model.variant, export_graphs(model, out, checkpoint_sha, progress, specs))
     validate_graphs(model, result.graphs, progress)
     if int8:
         from .quantize import quantize_graphs
@@ -128,7 +138,8 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     failed = [g.name for g in result.graphs if not g.report.passed]
     if failed:
         raise ExportError(f"validation failed for {', '.join(failed)}: see the error tables above; no manifest written")
-    result.manifest = build_manifest(out, model.variant, checkpoint, checkpoint_sha, result.graphs, buckets)
+    result.manifest = build_manifest(out, model.variant, checkpoint, checkpoint_sha, result.graphs, buckets,
+                                     vocoder.record if vocoder is not None else None)
     write_manifest(out, result.manifest)
     progress(f"wrote {out / MANIFEST_NAME}")
     return result

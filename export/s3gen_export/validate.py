@@ -97,7 +97,7 @@ def validate_component(model: torch.nn.Module, spec: ComponentSpec, path: Path,
                        cases: tuple[Case, ...] | None = None, seed: int = 1234,
                        tolerances: dict[str, Tolerance] | None = None, progress=None) -> ValidationReport:
     """Run the ONNX graph and eager PyTorch on the same random inputs at each case and compare."""
-    module = spec.build_module(model).eval()
+    module = (spec.build_reference or spec.build_module)(model).eval()
     session = onnx_session(path)
     tolerances = tolerances or spec.tolerances
     graph_outputs = [o.name for o in session.get_outputs()]

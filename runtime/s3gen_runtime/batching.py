@@ -228,14 +228,17 @@ def check_mels(mels, batch: Batch) -> list:
     return out
 
 
-def vocoder_feeds(mels, batch: Batch) -> dict[str, np.ndarray]:
+def vocoder_feeds(mels, batch: Batch, names=("mel", "mel_lengths", "sine_phase", "sine_noise")) -> dict[str, np.ndarray]:
+    """The feeds the vocoder graph declares (`names`): HiFT takes the rows' sine-source noise, Vocos
+    only the mels and their lengths."""
     rows, frames = batch.rows, batch.layout.vocoder_frames
-    return {
-        "mel": stack_padded([m[None] for m in mels], frames, 2),
-        "mel_lengths": np.array([m.shape[1] for m in mels], dtype=np.int64),
-        "sine_phase": np.concatenate([r.noise["sine_phase"] for r in rows], axis=0),
-        "sine_noise": stack_padded([r.noise["sine_noise"] for r in rows], SAMPLES_PER_FRAME * frames, 2),
+    makers = {
+        "mel": lambda: stack_padded([m[None] for m in mels], frames, 2),
+        "mel_lengths": lambda: np.array([m.shape[1] for m in mels], dtype=np.int64),
+        "sine_phase": lambda: np.concatenate([r.noise["sine_phase"] for r in rows], axis=0),
+        "sine_noise": lambda: stack_padded([r.noise["sine_noise"] for r in rows], SAMPLES_PER_FRAME * frames, 2),
     }
+    return {name: makers[name]() for name in names}
 
 
 __all__ = ["Request", "Row", "Layout", "Batch", "make_batch", "validate_request", "validate_requests", "plan_layout",

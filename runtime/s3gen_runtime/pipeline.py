@@ -254,6 +254,11 @@ class S3GenRuntime:
         return self.manifest.checkpoint.variant
 
     @property
+    def vocoder(self) -> str:
+        """Which vocoder the `vocoder` graph is: 'hift' (the checkpoint's) or 'vocos'."""
+        return self.manifest.vocoder.kind
+
+    @property
     def buckets(self) -> tuple:
         return self.manifest.buckets
 
@@ -299,7 +304,9 @@ class S3GenRuntime:
         with upstream's 40 ms fade-in unless fade=False (e.g. for a later part of a stream)."""
         self._check_batch(batch)
         mels = check_mels(mels, batch)
-        wav = self.runners["vocoder"].run(vocoder_feeds(mels, batch), ["wav"])["wav"]
+        runner = self.runners["vocoder"]
+        names = [t.name for t in runner.component.inputs]
+        wav = runner.run(vocoder_feeds(mels, batch, names), ["wav"])["wav"]
         cut = [np.ascontiguousarray(wav[b, :SAMPLES_PER_FRAME * m.shape[1]]) for b, m in enumerate(mels)]
         return [apply_trim_fade(w) for w in cut] if fade else cut
 

@@ -48,7 +48,7 @@ def test_every_section_writes_finite_json(quick):
         data = load(out, name)
         values = list(numbers(data))
         assert values and all(math.isfinite(v) for v in values), name
-    for marker in ("[a]", "[b]", "[c]", "[d]", "[f]", "[g]"):
+    for marker in ("[a]", "[b]", "[c]", "[d]", "[f]", "[g]", "[h]"):
         assert marker in log
 
 

@@ -3,7 +3,8 @@
     run_bench(out, quick=False, checkpoint=None, workdir="artifacts/bench")
 
 Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
-d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py), g. streaming (streaming.py). Each writes <section>.json into `out`; report.py writes summary.md and
+d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py), g. streaming (streaming.py),
+h. Vocos vs HiFT (vocos.py). Each writes <section>.json into `out`; report.py writes summary.md and
 plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
 and reused while current (setup.py).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 from .common import Progress, load_average, machine_info, write_json
 from .config import BenchConfig
 
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming", "vocos")
 
 
 def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
@@ -137,6 +138,12 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         write_json(out / "streaming.json", results["streaming"])
         plots += plot_streaming(results["streaming"], out)
         progress(f"[g] done in {results['streaming']['seconds'] / 60:.1f} min")
+    if "vocos" in sections:
+        progress("[h] Vocos vs HiFT as the vocoder (published Vocos size over S3Gen's mel, torch-free)")
+        from .vocos import run_vocos
+
+        results["vocos"] = run_vocos(artifacts, workdir / "vocos", cfg.vocos_lengths_s, cfg.vocos_repeats, progress)
+        write_json(out / "vocos.json", results["vocos"])
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
@@ -165,7 +172,7 @@ def rebuild_report(out, progress: Progress = print) -> dict:
     plots = []
     for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
                        ("memory", plot_memory), ("meanflow", None), ("voice", None),
-                       ("streaming", plot_streaming)):
+                       ("streaming", plot_streaming), ("vocos", None)):
         if (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
             plots += plot(results[name], out) if plot else []

@@ -49,6 +49,9 @@ class BenchConfig:
     meanflow_budget_s: float = 420.0
     # f. voice preparation of a 12 s clip (cropped to 10 s), after one warm-up
     voice_repeats: int = 3
+    # g. Vocos vs HiFT: batch-1 vocoder graph runs per audio length, after one warm-up
+    vocos_lengths_s: tuple = (5, 20)
+    vocos_repeats: int = 3
     # the whole run (export included): sections shrink their optional work to stay within it
     total_budget_s: float = 27.5 * 60.0
     reserve_fidelity_s: float = 300.0     # kept for section b when section a's budget is set
@@ -62,7 +65,7 @@ class BenchConfig:
                    scaling_frames=(128, 256), scaling_repeats=1, batch_sizes=(1, 2), batch_frames=128, profile_frames=(128,), fidelity_min_nfe_cap=4,
                    batch_repeats=1, worker_timeout_s=300.0, total_budget_s=180.0, reserve_fidelity_s=30.0,
                    reserve_scaling_s=15.0, meanflow_lengths_s=(2,), meanflow_repeats=(1,), meanflow_budget_s=90.0,
-                   voice_repeats=1)
+                   voice_repeats=1, vocos_lengths_s=(2,), vocos_repeats=1)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,6 +8,7 @@ from .scaling import ATTENTION
 from .meanflow import meanflow_section, meanflow_target
 from .voice import voice_section
 from .streaming import streaming_section
+from .vocos import vocos_section
 from .memory import memory_targets
 
 TARGETS = {"fp32_e2e": 1.5, "int8_e2e": 2.5, "int8_mel_snr_db": 30.0, "int8_estimator": 2.0}
@@ -354,7 +355,9 @@ def write_summary(out: Path, results: dict) -> Path:
         lines += voice_section(results["voice"])
     if results.get("streaming"):
         lines += streaming_section(results["streaming"])
-    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, machine.json (all numbers, "
+    if results.get("vocos"):
+        lines += vocos_section(results["vocos"])
+    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, streaming.json, vocos.json, machine.json (all numbers, "
               "every run); this summary; the PNG plots.", ""]
     path = Path(out) / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -69,6 +69,9 @@ class ComponentSpec:
     # never quantized (the int8 pass skips it): a graph run once per voice, whose outputs are rounded
     # (tokens) or pooled (x-vector), gains little from int8 and could flip tokens
     fp32_only: bool = False
+    # what validation compares against, when it is not the exported module itself (Vocos: the vocos
+    # package's eager decode, while the graph uses convolutional ISTFT and padding masks)
+    build_reference: Callable[[nn.Module], nn.Module] | None = None
 
     @property
     def input_names(self) -> list[str]:

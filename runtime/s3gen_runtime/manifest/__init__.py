@@ -19,10 +19,10 @@ from .document import MANIFEST_NAME, SCHEMA_VERSION, SUPPORTED_SCHEMA_VERSIONS, 
 from .files import load_manifest, read_verified_file, sha256_file, verify_file, verify_files, write_manifest
 from .graphs import (COMPONENT_FORMATS, COMPONENT_PRECISIONS, TENSOR_DTYPES, VOICE_COMPONENTS, Component, Engine, SelfTest, TensorSpec, Tolerance,
                      Validation, ValidationCase)
-from .sections import TOOL_NAME, Audio, Checkpoint, Defaults, Tool, Tuning, Versions
+from .sections import TOOL_NAME, VOCODER_KINDS, Audio, Checkpoint, Defaults, Tool, Tuning, Versions, VocoderSource
 
 __all__ = ["Manifest", "SCHEMA_VERSION", "SUPPORTED_SCHEMA_VERSIONS", "MANIFEST_NAME", "TOOL_NAME",
            "COMPONENT_FORMATS", "COMPONENT_PRECISIONS", "TENSOR_DTYPES", "VOICE_COMPONENTS",
-           "Tool", "Versions", "Checkpoint", "Audio", "Defaults", "Tuning",
+           "Tool", "Versions", "Checkpoint", "Audio", "Defaults", "Tuning", "VocoderSource", "VOCODER_KINDS",
            "TensorSpec", "ValidationCase", "Tolerance", "Validation", "Component", "Engine", "SelfTest",
            "load_manifest", "write_manifest", "verify_files", "verify_file", "read_verified_file", "sha256_file"]

@@ -9,7 +9,8 @@ from typing import Optional
 from ..errors import ArtifactError, ManifestError
 from .fields import read_dict, read_list, read_object, type_error
 from .graphs import VOICE_COMPONENTS, Component, Engine
-from .sections import Audio, Checkpoint, Defaults, Tool, Tuning, Versions, bucket_from_dict, bucket_to_dict
+from .sections import (Audio, Checkpoint, Defaults, Tool, Tuning, Versions, VocoderSource, bucket_from_dict,
+                       bucket_to_dict)
 
 # 2: fused-attention estimators, int8 self-test records
 SCHEMA_VERSION = 2
@@ -29,6 +30,8 @@ def _no_duplicate_keys(pairs) -> dict:
 
 _TOP_KEYS = ("schema_version", "tool", "versions", "checkpoint", "audio", "defaults", "buckets",
              "components", "engines", "tuning")
+# optional: manifests written before Vocos support have no "vocoder" record (their vocoder is HiFT)
+_OPTIONAL_KEYS = ("vocoder",)
 
 
 def _check_schema_version(data) -> None:
@@ -73,11 +76,12 @@ class Manifest:
     engines: tuple = ()       # of Engine
     tuning: Optional[Tuning] = None
     schema_version: int = field(default=SCHEMA_VERSION)
+    vocoder: VocoderSource = field(default_factory=VocoderSource.hift)
 
     @classmethod
     def from_dict(cls, data) -> "Manifest":
         _check_schema_version(data)
-        d = read_object(data, "", _TOP_KEYS)
+        d = read_object(data, "", _TOP_KEYS + tuple(k for k in _OPTIONAL_KEYS if k in data))
         buckets = tuple(bucket_from_dict(b, f"buckets[{i}]") for i, b in enumerate(read_list(d, "buckets", "")))
         frames = [b.mel_frames for b in buckets]
         if not buckets or frames != sorted(set(frames)) or len({b.name for b in buckets}) != len(buckets):
@@ -95,7 +99,8 @@ class Manifest:
         tuning = None if d["tuning"] is None else Tuning.from_dict(d["tuning"])
         return cls(Tool.from_dict(d["tool"]), Versions.from_dict(d["versions"]),
                    Checkpoint.from_dict(d["checkpoint"]), Audio.from_dict(d["audio"]),
-                   Defaults.from_dict(d["defaults"]), buckets, components, engines, tuning, d["schema_version"])
+                   Defaults.from_dict(d["defaults"]), buckets, components, engines, tuning, d["schema_version"],
+                   VocoderSource.from_dict(d["vocoder"]) if "vocoder" in d else VocoderSource.hift())
 
     def to_dict(self) -> dict:
         return {
@@ -109,6 +114,8 @@ class Manifest:
             "components": {name: c.to_dict() for name, c in self.components.items()},
             "engines": [e.to_dict() for e in self.engines],
             "tuning": None if self.tuning is None else self.tuning.to_dict(),
+            # absent means the checkpoint's HiFT: manifests of HiFT exports read and write as before
+            **({} if self.vocoder == VocoderSource.hift() else {"vocoder": self.vocoder.to_dict()}),
         }
 
     def dumps(self) -> str:

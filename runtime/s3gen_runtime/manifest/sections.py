@@ -173,3 +173,36 @@ class Tuning:
     def to_dict(self) -> dict:
         return {"solver": self.solver, "steps": self.steps, "cfg_rate": self.cfg_rate,
                 "target_db": self.target_db, "measured": json_copy(self.measured, "measured")}
+
+
+VOCODER_KINDS = ("hift", "vocos")
+
+
+@dataclass(frozen=True)
+class VocoderSource:
+    """Which vocoder the `vocoder` graph is: the checkpoint's HiFT, or a Vocos model exported beside it
+    (its folder name and the sha256 of its config.yaml and weights). Absent from older manifests: HiFT."""
+
+    kind: str
+    source: str
+    config_sha256: Optional[str] = None
+    weights_sha256: Optional[str] = None
+    parameters: Optional[int] = None
+
+    @classmethod
+    def from_dict(cls, data, path: str = "vocoder") -> "VocoderSource":
+        d = read_object(data, path, ("kind", "source", "config_sha256", "weights_sha256", "parameters"))
+        kind = read_choice(d, "kind", path, VOCODER_KINDS)
+        hashes = [None if d[k] is None else read_sha256(d, k, path) for k in ("config_sha256", "weights_sha256")]
+        if kind == "vocos" and None in hashes:
+            raise ManifestError(f"{path}: a vocos vocoder records config_sha256 and weights_sha256")
+        parameters = None if d["parameters"] is None else read_int(d, "parameters", path, minimum=1)
+        return cls(kind, read_str(d, "source", path), *hashes, parameters)
+
+    @classmethod
+    def hift(cls) -> "VocoderSource":
+        return cls("hift", "checkpoint")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "source": self.source, "config_sha256": self.config_sha256,
+                "weights_sha256": self.weights_sha256, "parameters": self.parameters}
