@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .common import Progress, median
+from .common import Progress, load_average, machine_info, median
 
 CLIP_SECONDS = 12.0          # longer than the 10 s crop: the crop is part of what is measured
 CLIP_SAMPLE_RATE = 22050
@@ -56,6 +56,7 @@ def measure(artifacts: str, clip: str, repeats: int) -> dict:
 def run_voice(artifacts: Path, workdir: Path, repeats: int, progress: Progress = print) -> dict:
     """Parent side: write the clip, run the child, summarise (medians over the runs)."""
     clip = write_clip(Path(workdir) / "voice_clip.wav")
+    machine = machine_info()   # this section may be run on its own: its numbers carry their machine
     proc = subprocess.run([sys.executable, "-m", "s3gen_export.bench.voice", str(artifacts), str(clip), str(repeats)],
                           capture_output=True, text=True, timeout=900)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -65,6 +66,9 @@ def run_voice(artifacts: Path, workdir: Path, repeats: int, progress: Progress =
     steps = ("wall", "frontends", "speaker_encoder", "tokenizer")
     result["median"] = {k: median([r[k] for r in result["runs"]]) for k in steps}
     result["clip"] = {"seconds": CLIP_SECONDS, "sample_rate": CLIP_SAMPLE_RATE, "file": str(clip)}
+    result["machine"] = {"cpu_model": machine["cpu_model"], "flags": machine["cpu"].get("flags"),
+                         "cores": machine["cores"], "load_average": [machine["load_average_at_start"],
+                                                                    load_average()]}
     m = result["median"]
     progress(f"  {result['used_seconds']:.1f} s used of a {CLIP_SECONDS:g} s clip: {m['wall']:.2f} s "
              f"(front ends {m['frontends']:.2f}, speaker encoder {m['speaker_encoder']:.2f}, tokenizer "
@@ -78,7 +82,8 @@ def voice_section(v: dict) -> list[str]:
             f"A {v['clip']['seconds']:g} s speech-like clip at {v['clip']['sample_rate']} Hz (cropped to "
             f"{v['used_seconds']:.0f} s: P = {v['prompt_tokens']}, F = {v['prompt_frames']}), ONNX Runtime fp32, "
             f"its own torch-free process (torch imported: {v['torch_imported']}); median of {len(v['runs'])} runs "
-            "after one warm-up.", "",
+            f"after one warm-up. CPU: {v['machine']['cpu_model']} ({v['machine']['cores']} cores; load average "
+            f"{v['machine']['load_average'][0]} before, {v['machine']['load_average'][1]} after).", "",
             "| step | seconds |", "|---|---|",
             f"| load the two graphs | {v['load_seconds']:.2f} |",
             f"| front ends (24 kHz mel, 16 kHz sinc, fbank, 128-bin mel) | {m['frontends']:.2f} |",
