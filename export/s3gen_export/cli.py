@@ -332,5 +332,9 @@ def voice_cmd(reference: Path, artifacts: Path, out: Path, loudness_norm: bool |
     click.echo(f"wrote {out} in {seconds:.2f} s")
 
 
+from .cli_serving import serve_cmd  # noqa: E402  (torch-free; PyTriton only when a server starts)
+
+main.add_command(serve_cmd)
+
 if __name__ == "__main__":
     main()
