@@ -21,6 +21,7 @@ from ..batching import Request, validate_request
 from ..buckets import pick_bucket
 from ..constants import MEL_BINS, SAMPLE_RATE, SPEAKER_EMBED_DIM, TOKEN_MEL_RATIO
 from ..errors import InputError
+from ..io import as_token_ids
 from ..voice import Voice
 
 MODEL_NAME = "s3gen"
@@ -95,7 +96,7 @@ def decode(inputs: dict, buckets, resolve) -> Decoded:
     if missing:
         raise ClientError(f"missing input(s): {', '.join(missing)}")
     try:
-        tokens = _batch_of_one(inputs, "speech_tokens")
+        tokens = as_token_ids(_batch_of_one(inputs, "speech_tokens"), "speech_tokens")   # named as on the wire
         voice = Voice.validated(*(_batch_of_one(inputs, k)[None] for k in ("prompt_token", "prompt_feat", "embedding")))
         seed = _one(inputs, "seed")
         request = Request(tokens, voice, seed=seed)
@@ -136,9 +137,10 @@ def encode_result(wav: np.ndarray) -> dict:
 
 
 def request_arrays(tokens, voice: Voice, seed: int, steps=None, cfg_rate=None, solver=None) -> dict:
-    """The client side of the contract: one utterance as the named arrays the server takes."""
+    """The client side of the contract: one utterance as the named arrays the server takes (copies: a
+    caller may change them without touching its tokens or voice)."""
     arrays = {
-        "speech_tokens": np.asarray(tokens, dtype=np.int64).reshape(1, -1),
+        "speech_tokens": np.array(tokens, dtype=np.int64).reshape(1, -1),
         "prompt_token": voice.prompt_token.astype(np.int64).reshape(1, -1),
         "prompt_feat": voice.prompt_feat.astype(np.float32).reshape(1, -1, MEL_BINS),
         "embedding": voice.embedding.astype(np.float32).reshape(1, SPEAKER_EMBED_DIM),

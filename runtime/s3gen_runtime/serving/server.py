@@ -98,13 +98,18 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     check_numpy(np.__version__)
     point_stub_at_libpython()
     model = load_model(Path(artifacts), options, say)
-    from pytriton.triton import Triton
+    from pytriton.triton import Triton, TritonLifecyclePolicy
 
     allow_ragged_batching()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
-    with Triton(config=triton_config(options), security_config=security_config()) as triton:
+    # PyTriton's default starts tritonserver empty and loads the model afterwards, and an empty server
+    # answers /v2/health/ready with 200. With the model written to a local repository before the server
+    # starts, tritonserver loads it first and opens its endpoints only then.
+    policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
+    with Triton(config=triton_config(options), security_config=security_config(),
+                triton_lifecycle_policy=policy) as triton:
         triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
                     outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
         triton.run()
