@@ -54,3 +54,52 @@ def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, ma
     except (S3GenError, ValueError, RuntimeError) as e:
         _fail(str(e))
     sys.exit(code)
+
+
+@click.command("loadtest")
+@click.argument("url")
+@click.option("--tokens", "tokens_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--voice", "voice_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--levels", default="1,2,4,8", show_default=True, help="Concurrency levels, comma-separated.")
+@click.option("--jobs", default=6, show_default=True, type=click.IntRange(1, 100),
+              help="Distinct (length, seed) utterances; each response is checked against its single-request answer.")
+@click.option("--requests-per-client", default=2, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--max-seconds", default=30.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Time bound per level (requests in flight still finish).")
+@click.option("--steps", default=None, type=click.IntRange(1, 1000), help="Solver steps sent with every request.")
+@click.option("--artifacts", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Also time the same jobs through the runtime called directly (the server's overhead).")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="Intra-op threads for --artifacts.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report as JSON here, a .png plot and a .md table beside it.")
+def loadtest_cmd(url, tokens_file, voice_file, levels, jobs, requests_per_client, max_seconds, steps, artifacts,
+                 threads, out) -> None:
+    """Closed-loop load test of the s3gen model at URL (host:port of the HTTP endpoint)."""
+    import json
+    import os
+
+    from s3gen_runtime.errors import S3GenError
+    from s3gen_runtime.io import load_tokens
+    from s3gen_runtime.voice import load_voice
+
+    try:
+        from s3gen_runtime.serving.loadtest import markdown_table, plot, run_load_test
+
+        concurrency = tuple(int(x) for x in levels.split(","))
+        tokens, voice = load_tokens(tokens_file), load_voice(voice_file)
+        report = run_load_test(url, tokens, voice, concurrency, jobs, requests_per_client, max_seconds, steps,
+                               say=click.echo, artifacts=artifacts, threads=threads)
+    except ModuleNotFoundError as e:
+        _needs_serve_extra(e)
+    except (S3GenError, ValueError, OSError) as e:
+        _fail(str(e))
+    report["load_average_at_end"] = os.getloadavg()
+    click.echo(markdown_table(report))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+        out.with_suffix(".md").write_text(markdown_table(report) + "\n")
+        plot(report, out.with_suffix(".png"))
+        click.echo(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    if any(r["errors"] or r["mismatches"] for r in report["levels"]):
+        sys.exit(1)

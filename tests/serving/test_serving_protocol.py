@@ -88,3 +88,17 @@ def test_stats_delta():
              "batch_sizes": {1: 3, 3: 1}}
     assert stats_delta(before, after) == {"requests": 4, "executions": 2, "success": 4, "fail": 0, "queue_ns": 20,
                                           "compute_ns": 300, "batch_sizes": {1: 1, 3: 1}}
+
+
+def test_load_test_summary():
+    from s3gen_runtime.serving.loadtest import make_jobs, summarize
+
+    assert [(j.new_tokens, j.seed) for j in make_jobs(40, 4)] == [(40, 100), (30, 101), (20, 102), (40, 103)]
+    records = [{"error": None, "seconds": s, "audio_s": 1.0, "diff": 0.0, "matches": True} for s in (1.0, 2.0, 3.0)]
+    records.append({"error": "boom", "seconds": float("nan"), "audio_s": 0})
+    server = {"requests": 3, "executions": 2, "success": 3, "fail": 1, "queue_ns": 3e6, "compute_ns": 6e9,
+              "batch_sizes": {1: 1, 2: 1}}
+    r = summarize(2, records, wall_s=2.0, server=server)
+    assert (r["requests"], r["errors"], r["mismatches"]) == (4, 1, 0)
+    assert r["audio_s_per_s"] == 1.5 and r["latency_p50_s"] == 2.0 and r["mean_batch"] == 1.5
+    assert r["server_queue_ms"] == 1.0 and r["server_compute_ms"] == 2000.0

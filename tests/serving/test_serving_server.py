@@ -127,3 +127,22 @@ def test_concurrent_requests_of_different_lengths_share_one_batch(server, uttera
     assert max(delta["batch_sizes"]) >= 2, delta          # 300 ms of queue delay gathers them
     for i, n in enumerate(lengths):
         assert np.max(np.abs(wavs[20 + i] - direct(tokens[:n], voice, 20 + i))) < TOL
+
+
+def test_load_test_checks_every_response_and_reports_batches(server, utterance):
+    from s3gen_runtime.serving.loadtest import LoadTest, make_jobs, markdown_table, run_load_test
+
+    tokens, voice = utterance
+    report = run_load_test(server.url, tokens, voice, levels=(1, 3), jobs=3, requests_per_client=1,
+                           max_seconds_per_level=60, steps=STEPS, say=lambda m: None)
+    one, three = report["levels"]
+    assert (one["requests"], three["requests"]) == (3, 3)
+    assert one["errors"] == three["errors"] == 0 and one["mismatches"] == three["mismatches"] == 0
+    assert one["batch_sizes"] == {1: 3} and sum(s * n for s, n in three["batch_sizes"].items()) == 3
+    assert "| 3 | 3 | 0 | 0 |" in markdown_table(report)
+    # a wrong reference is caught: the check compares, it does not only count
+    test = LoadTest(server.url, tokens, voice, make_jobs(len(tokens), 1), steps=STEPS)
+    test.take_references()
+    job = test.jobs[0]
+    test.references[job] = test.references[job] + 0.01
+    assert test.level(1, 1, 60)["mismatches"] == 1
