@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from s3gen_runtime.backends import known_backends
+
 SERVE_PACKAGES = ("pytriton", "tritonclient")
 
 
@@ -103,3 +105,26 @@ def loadtest_cmd(url, tokens_file, voice_file, levels, jobs, requests_per_client
         click.echo(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
     if any(r["errors"] or r["mismatches"] for r in report["levels"]):
         sys.exit(1)
+
+
+@click.command("triton-repo")
+@click.argument("artifacts", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Repository folder.")
+@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 64))
+@click.option("--max-queue-delay-ms", default=20.0, show_default=True, type=click.FloatRange(0, 10_000))
+@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 16))
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads per graph.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--backend", type=click.Choice(known_backends()), default="onnxruntime",
+              show_default=True, help="The runtime's backend inside the Python-backend model.")
+def triton_repo_cmd(artifacts, out, max_batch, max_queue_delay_ms, instances, threads, precision, backend) -> None:
+    """Write a Triton model repository serving ARTIFACTS as model 's3gen' (Python backend, this environment)."""
+    from s3gen_runtime.errors import S3GenError
+    from s3gen_runtime.serving.triton_repo import write_repository
+
+    try:
+        repo = write_repository(artifacts, out, max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms,
+                                instances=instances, threads=threads, precision=precision, backend=backend)
+    except (S3GenError, ValueError, OSError) as e:
+        _fail(str(e))
+    click.echo(f"wrote {repo}/s3gen (config.pbtxt, 1/model.py); start it with: tritonserver --model-repository {repo}")

@@ -39,8 +39,10 @@ def infer_arrays(url: str, arrays: dict, timeout_s: float = 300.0) -> Reply:
             tensor = http.InferInput(name, list(a.shape), _TRITON_DTYPES.get(a.dtype) or http_dtype(a.dtype))
             tensor.set_data_from_numpy(a, binary_data=True)
             inputs.append(tensor)
+        # binary outputs: the JSON default spells 24 000 floats a second out as text
+        outputs = [http.InferRequestedOutput(name, binary_data=True) for name in ("wav", "sample_rate")]
         start = time.perf_counter()
-        result = client.infer(MODEL_NAME, inputs)
+        result = client.infer(MODEL_NAME, inputs, outputs=outputs)
         seconds = time.perf_counter() - start
         return Reply(result.as_numpy("wav")[0], int(result.as_numpy("sample_rate").reshape(-1)[0]), seconds)
     finally:

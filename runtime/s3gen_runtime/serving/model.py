@@ -9,7 +9,6 @@ padding inert, so a row's wav is its single-request wav to float32 reassociation
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import numpy as np
@@ -45,20 +44,32 @@ class S3GenModel:
 
     def __init__(self, runtime):
         self.runtime = runtime
-        self._lock = threading.Lock()
-        self.batches_run: list[int] = []     # runtime batch sizes, for logs and tests (Triton counts its own)
 
     def __call__(self, requests) -> list[dict]:
-        inputs = requests_as_dicts(requests)
-        decoded = check_all(inputs, self.runtime)
+        """PyTriton's callable: one result per request, or one error for the batch."""
+        return self._synthesize(check_all(requests_as_dicts(requests), self.runtime))
+
+    def run_each(self, inputs: list[dict]) -> list:
+        """For backends that answer requests separately (the Python backend): each request's result, or
+        the ClientError that refused it; the good ones are synthesised together as usual."""
+        outcomes: list = []
+        for one in inputs:
+            try:
+                outcomes.append(decode(one, self.runtime.buckets, self.runtime.resolve))
+            except ClientError as e:
+                outcomes.append(e)
+        good = [i for i, o in enumerate(outcomes) if not isinstance(o, ClientError)]
+        for i, result in zip(good, self._synthesize([outcomes[i] for i in good]) if good else []):
+            outcomes[i] = result
+        return outcomes
+
+    def _synthesize(self, decoded: list) -> list[dict]:
         results: list = [None] * len(decoded)
         groups = plan_groups(decoded, self.runtime.buckets)
         for members in groups:
             settings = decoded[members[0]].settings
             out = self.runtime.synthesize_batch([decoded[i].request for i in members], solver=settings.solver,
                                                 steps=settings.steps, cfg_rate=settings.cfg_rate)
-            with self._lock:
-                self.batches_run.append(len(members))
             for i, result in zip(members, out):
                 results[i] = encode_result(result.wav)
         LOG.info("served %d request(s) in %d runtime batch(es)", len(decoded), len(groups))
