@@ -14,7 +14,7 @@ from s3gen_runtime.constants import SAMPLE_RATE, SPEECH_VOCAB_SIZE
 from s3gen_runtime.serving.client import get_json, infer_arrays, model_stats, stats_delta, synthesize
 from s3gen_runtime.serving.protocol import request_arrays
 
-from conftest import STEPS
+from server_helpers import STEPS
 
 TOL = 2e-3
 

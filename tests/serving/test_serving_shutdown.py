@@ -9,7 +9,7 @@ import numpy as np
 
 from s3gen_runtime.serving.client import synthesize
 
-from conftest import start_server
+from server_helpers import start_server
 
 IN_FLIGHT_STEPS = 6     # several seconds of work, so SIGTERM lands while it runs
 
