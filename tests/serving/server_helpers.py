@@ -36,6 +36,7 @@ class Server:
     proc: subprocess.Popen
     log: Path
     http: int
+    grpc: int
     metrics: int
 
     @property
@@ -75,4 +76,4 @@ def start_server(artifacts: Path, workdir: Path, *extra: str) -> Server:
                "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", "1", *extra]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
-    return Server(proc, log, http, metrics)
+    return Server(proc, log, http, grpc, metrics)

@@ -43,6 +43,22 @@ def test_wav_equals_the_synth_command(server, utterance, golden, standard_artifa
     assert np.max(np.abs(reply.wav - expected)) < TOL
 
 
+def test_grpc_answers_like_http(server, utterance, direct):
+    import tritonclient.grpc as grpc
+
+    tokens, voice = utterance
+    client = grpc.InferenceServerClient(f"127.0.0.1:{server.grpc}")
+    inputs = []
+    for name, value in request_arrays(tokens, voice, 6, steps=STEPS).items():
+        dtype = {"int64": "INT64", "float32": "FP32"}[str(value.dtype)]
+        inputs.append(grpc.InferInput(name, list(value.shape), dtype))
+        inputs[-1].set_data_from_numpy(value)
+    result = client.infer("s3gen", inputs, client_timeout=120)
+    client.close()
+    assert int(result.as_numpy("sample_rate")[0, 0]) == SAMPLE_RATE
+    assert np.max(np.abs(result.as_numpy("wav")[0] - direct(tokens, voice, 6))) < TOL
+
+
 def test_ready_only_after_warm_up_and_config_is_ragged(server):
     log = server.text()
     assert log.index("warm-up synthesis") < log.index("ready: model 's3gen'")

@@ -1,5 +1,5 @@
 """SIGTERM on a real server: the request in flight is answered in full, then the process exits 0.
-Its own server: this test ends it."""
+Its own server (two model instances over one runtime): this test ends it."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from s3gen_runtime.serving.client import synthesize
+from s3gen_runtime.serving.client import get_json, synthesize
 
 from server_helpers import start_server
 
@@ -16,9 +16,10 @@ IN_FLIGHT_STEPS = 6     # several seconds of work, so SIGTERM lands while it run
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(standard_artifacts, utterance, direct, tmp_path):
     tokens, voice = utterance
-    server = start_server(standard_artifacts, tmp_path, "--max-queue-delay-ms", "0")
+    server = start_server(standard_artifacts, tmp_path, "--max-queue-delay-ms", "0", "--instances", "2")
     try:
         server.wait_ready()
+        assert get_json(server.url, "/v2/models/s3gen/config")["instance_group"][0]["count"] == 2
         outcome = {}
 
         def client():
