@@ -21,9 +21,10 @@ def _fail(message: str) -> None:
 
 
 def _needs_serve_extra(e: ModuleNotFoundError) -> None:
-    if (e.name or "").split(".")[0] not in SERVE_PACKAGES:
+    package = (e.name or "").split(".")[0]
+    if package not in SERVE_PACKAGES:
         raise e
-    _fail(f"this command needs the serve extra ({e.name} is not installed): pip install 's3gen-aot[serve]'")
+    _fail(f"this command needs the serve extra ({package} is not installed): pip install 's3gen-aot[serve]'")
 
 
 @click.command("serve")

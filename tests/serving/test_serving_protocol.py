@@ -102,3 +102,16 @@ def test_load_test_summary():
     assert (r["requests"], r["errors"], r["mismatches"]) == (4, 1, 0)
     assert r["audio_s_per_s"] == 1.5 and r["latency_p50_s"] == 2.0 and r["mean_batch"] == 1.5
     assert r["server_queue_ms"] == 1.0 and r["server_compute_ms"] == 2000.0
+
+
+def test_serve_without_the_extra_names_it_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    # pytriton made unimportable in a child process: what a runtime-only install sees
+    code = ("import sys; sys.modules['pytriton'] = None; from s3gen_export.cli import main; "
+            f"main(['serve', {str(tmp_path)!r}])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        "error: this command needs the serve extra (pytriton is not installed): pip install 's3gen-aot[serve]'"]

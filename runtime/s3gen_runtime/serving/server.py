@@ -97,9 +97,9 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean drain, 1 when tritonserver died."""
     check_numpy(np.__version__)
     point_stub_at_libpython()
-    model = load_model(Path(artifacts), options, say)
-    from pytriton.triton import Triton, TritonLifecyclePolicy
+    from pytriton.triton import Triton, TritonLifecyclePolicy   # before loading: a missing extra fails at once
 
+    model = load_model(Path(artifacts), options, say)
     allow_ragged_batching()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
