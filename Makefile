@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 ART     ?= artifacts/synthetic
 CKPT    ?= artifacts/synthetic.safetensors
 
-.PHONY: setup demo test test-all bench bench-quick clean
+.PHONY: setup demo test test-all bench bench-quick serve clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel that lies on these machines
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[export,bench,test,voice,vocos]'
+	$(BIN)/pip install -q -e '.[export,bench,test,voice,vocos,serve]'
 	# vocos without torchaudio/encodec (see the vocos extra in pyproject.toml)
 	$(BIN)/pip install -q --no-deps vocos==0.1.0
 	touch $(STAMP)
@@ -29,6 +29,10 @@ test: setup
 
 test-all: setup
 	$(BIN)/python -m pytest -q
+
+# Triton (PyTriton) on the demo's artifacts, loopback: make demo first
+serve: setup
+	$(BIN)/s3gen-aot serve $(ART) --host 127.0.0.1
 
 bench: setup
 	$(BIN)/python scripts/bench.py --out bench/results

@@ -371,5 +371,11 @@ def voice_cmd(reference: Path, artifacts: Path, out: Path, loudness_norm: bool |
     click.echo(f"wrote {out} in {seconds:.2f} s")
 
 
+from .cli_serving import loadtest_cmd, serve_cmd, triton_repo_cmd  # noqa: E402  (torch-free; PyTriton lazily)
+
+main.add_command(serve_cmd)
+main.add_command(loadtest_cmd)
+main.add_command(triton_repo_cmd)
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,67 @@
+"""The nvidia-pytriton wheel's traps, handled before its server starts.
+
+1. Its Python-backend stub (pytriton/tritonserver/python_backend_stubs/3.X) links `libpython3.X.so.1.0`
+   by soname. With a Python built outside the system (pyenv, conda, uv) the loader finds the system's
+   libpython of another patch release first, whose C layer does not match this interpreter's standard
+   library: the stub then dies inside multiprocessing (seen on 3.11.2 vs 3.11.7:
+   "'_thread.RLock' object has no attribute '_recursion_count'"). The fix is LD_LIBRARY_PATH -> this
+   interpreter's LIBDIR, set before tritonserver starts (it and the stub inherit the environment).
+2. Its config generator writes no `allow_ragged_batch`, so Triton batches only requests whose every
+   variable dimension matches: utterances of different lengths would never share a batch.
+3. The wheel requires numpy < 2 (its metadata pins it; the stub process imports the same numpy).
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from pathlib import Path
+
+_patched = False
+
+
+def libpython_dir() -> str | None:
+    """The folder holding this interpreter's shared libpython, or None for a static build."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME")
+    if libdir and soname and (Path(libdir) / soname).exists():
+        return libdir
+    return None
+
+
+def with_libpython(environ: dict, libdir: str | None) -> dict:
+    """The environment with `libdir` first on LD_LIBRARY_PATH (pure: returns a new dict)."""
+    if libdir is None:
+        return dict(environ)
+    parts = [p for p in environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != libdir]
+    return {**environ, "LD_LIBRARY_PATH": os.pathsep.join([libdir, *parts])}
+
+
+def point_stub_at_libpython() -> None:
+    os.environ["LD_LIBRARY_PATH"] = with_libpython(dict(os.environ), libpython_dir()).get("LD_LIBRARY_PATH", "")
+
+
+def check_numpy(version: str) -> None:
+    """A clear error instead of a stub crash when numpy 2 was forced in beside the wheel."""
+    if int(version.split(".")[0]) >= 2:
+        raise RuntimeError(f"nvidia-pytriton needs numpy < 2, this environment has numpy {version}: "
+                           "pip install 's3gen-aot[serve]' installs a matching numpy")
+
+
+def allow_ragged_batching() -> None:
+    """Every input of a PyTriton model gets allow_ragged_batch: Triton then batches requests of different
+    lengths, and the model pads them itself (the runtime's padding is inert). Idempotent."""
+    global _patched
+    if _patched:
+        return
+    from pytriton.model_config import generator
+
+    original = generator.ModelConfigGenerator._set_model_signature
+
+    def set_model_signature(self, model_config: dict) -> None:
+        original(self, model_config)
+        for tensor in model_config.get("input", []):
+            tensor["allow_ragged_batch"] = True
+
+    generator.ModelConfigGenerator._set_model_signature = set_model_signature
+    _patched = True

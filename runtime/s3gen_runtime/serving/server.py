@@ -1,0 +1,124 @@
+"""`s3gen-aot serve`: PyTriton runs a real `tritonserver` and binds the runtime to it in this process.
+
+PyTriton (the `serve` extra) is imported only inside `serve`, so importing this module costs nothing.
+The traps of the nvidia-pytriton wheel are handled here, not by the user (environment.py):
+its Python-backend stub links `libpython3.X.so` by soname, ragged batching is off in its config
+generator, and its statistics endpoint is behind an access token by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..pipeline import S3GenRuntime
+from .environment import allow_ragged_batching, check_numpy, point_stub_at_libpython
+from .model import S3GenModel
+from .protocol import INPUTS, MODEL_NAME, OUTPUTS
+
+LOG = logging.getLogger("s3gen_runtime.serving")
+# Triton waits this long for in-flight requests after SIGTERM; PyTriton kills tritonserver after 30 s,
+# so the drain must end before that or the requests still running are cut off.
+EXIT_TIMEOUT_S = 25
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch: int = 8
+    max_queue_delay_ms: float = 20.0
+    instances: int = 1
+    threads: int | None = None
+    precision: str = "fp32"
+    backend: str = "onnxruntime"
+
+
+def triton_tensors(specs):
+    from pytriton.model_config import Tensor
+
+    return [Tensor(name=s.name, dtype=s.dtype, shape=s.shape, optional=s.optional) for s in specs]
+
+
+def triton_config(options: ServeOptions):
+    from pytriton.triton import TritonConfig
+
+    return TritonConfig(http_address=options.host, http_port=options.http_port, grpc_address=options.host,
+                        grpc_port=options.grpc_port, metrics_address=options.host,
+                        metrics_port=options.metrics_port, exit_timeout_secs=EXIT_TIMEOUT_S,
+                        strict_readiness=True, log_verbose=0)
+
+
+def model_config(options: ServeOptions):
+    from pytriton.model_config import DynamicBatcher, ModelConfig
+
+    delay_us = int(round(options.max_queue_delay_ms * 1000))
+    return ModelConfig(max_batch_size=options.max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us))
+
+
+def security_config():
+    """Statistics open (read-only, and what the load test reads batch sizes and queue times from);
+    the endpoints that change the server (repository, logging, trace, shared memory) keep PyTriton's token."""
+    from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, TritonSecurityConfig
+
+    return TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+
+
+def load_model(artifacts: Path, options: ServeOptions, say=print) -> S3GenModel:
+    """Open the artifacts and warm them up: all before the server starts, so ready means ready."""
+    extra = {} if options.threads is None else {"intra_op_threads": options.threads}
+    start = time.perf_counter()
+    runtime = S3GenRuntime(artifacts, backend=options.backend, precision=options.precision, **extra)
+    say(f"loaded {artifacts} ({runtime.variant}, {options.precision}) in {time.perf_counter() - start:.1f} s")
+    model = S3GenModel(runtime)
+    say(f"warm-up synthesis {model.warm_up():.1f} s")
+    return model
+
+
+def stop_on_signals(event: threading.Event) -> None:
+    """SIGTERM and SIGINT end the serve loop; the server then drains (Triton finishes in-flight requests)."""
+    def handler(signum, _frame):
+        LOG.info("signal %d: finishing in-flight requests, then exiting", signum)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: threading.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean drain, 1 when tritonserver died."""
+    check_numpy(np.__version__)
+    point_stub_at_libpython()
+    from pytriton.triton import Triton, TritonLifecyclePolicy   # before loading: a missing extra fails at once
+
+    model = load_model(Path(artifacts), options, say)
+    allow_ragged_batching()
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        stop_on_signals(stop)
+    # PyTriton's default starts tritonserver empty and loads the model afterwards, and an empty server
+    # answers /v2/health/ready with 200. With the model written to a local repository before the server
+    # starts, tritonserver loads it first and opens its endpoints only then.
+    policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
+    with Triton(config=triton_config(options), security_config=security_config(),
+                triton_lifecycle_policy=policy) as triton:
+        triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
+                    outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
+        triton.run()
+        say(f"ready: model '{MODEL_NAME}' on http://{options.host}:{options.http_port} "
+            f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
+        while not stop.wait(0.5):
+            if not triton.is_alive():
+                say("error: tritonserver stopped on its own")
+                return 1
+        say("stopping: draining in-flight requests")
+    say("stopped")
+    return 0
