@@ -197,34 +197,58 @@ def test_manifest_is_json_with_schema_version(exported):
     assert data["schema_version"] == SCHEMA_VERSION and data["versions"]["torch"].startswith("2.13")
 
 
-def test_checkpoint_without_voice_models_exports_no_voice_graphs(tmp_path, monkeypatch):
-    """A checkpoint without speaker_encoder.*/tokenizer.* exports the flow graphs only, and says so.
-    (Graph writing is replaced by a recorder: which graphs would be written is what is checked.)"""
-    from s3gen_export import exporter
+class _Stop(Exception):
+    """Ends an export once its graphs would have been written."""
+
+
+@pytest.fixture(scope="module")
+def flow_only_checkpoint(tmp_path_factory):
     from s3gen_export.model.s3gen import expected_layout
     from s3gen_export.synthetic import write_synthetic_checkpoint
 
-    checkpoint = write_synthetic_checkpoint(tmp_path / "flow_only.safetensors", expected_layout("standard"))
-    written = []
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("flow_only") / "flow_only.safetensors",
+                                      expected_layout("standard"))
+
+
+def graphs_written(monkeypatch, checkpoint, out, **options):
+    """Run export_checkpoint with graph writing replaced by a recorder; stop after the graphs: which specs
+    would be written (name -> spec), and the progress messages."""
+    from s3gen_export import exporter
+
+    written = {}
 
     def record(model, spec, path, metadata):
-        written.append(spec.name)
+        written[spec.name] = spec
         path.write_bytes(b"")
         return path
-
-    class Stop(Exception):
-        pass
 
     real_export_graphs = exporter.export_graphs
 
     def export_then_stop(*args, **kwargs):
         real_export_graphs(*args, **kwargs)
-        raise Stop
+        raise _Stop
 
     monkeypatch.setattr(exporter, "export_component", record)
     monkeypatch.setattr(exporter, "export_graphs", export_then_stop)
     messages = []
-    with pytest.raises(Stop):
-        exporter.export_checkpoint(checkpoint, tmp_path / "out", progress=messages.append)
-    assert written == ["encoder", "estimator_cfg", "estimator", "vocoder"]
+    with pytest.raises(_Stop):
+        exporter.export_checkpoint(checkpoint, out, progress=messages.append, **options)
+    return written, messages
+
+
+def test_checkpoint_without_voice_models_exports_no_voice_graphs(flow_only_checkpoint, tmp_path, monkeypatch):
+    """A checkpoint without speaker_encoder.*/tokenizer.* exports the flow graphs only, and says so."""
+    written, messages = graphs_written(monkeypatch, flow_only_checkpoint, tmp_path / "out")
+    assert list(written) == ["encoder", "estimator_cfg", "estimator", "vocoder"]
     assert any("no voice graphs" in m for m in messages)
+
+
+def test_vocos_option_replaces_the_vocoder_spec(flow_only_checkpoint, tmp_path, monkeypatch):
+    """export --vocoder vocos:DIR: the Vocos model's spec takes the vocoder's place (no sine inputs)."""
+    from s3gen_export.vocos_features import s3gen_vocos_config
+    from s3gen_export.vocos_load import write_vocos
+
+    vocos = write_vocos(tmp_path / "vocos", s3gen_vocos_config(dim=64, intermediate_dim=128, num_layers=1))
+    written, _ = graphs_written(monkeypatch, flow_only_checkpoint, tmp_path / "out", vocos=vocos)
+    assert list(written) == ["encoder", "estimator_cfg", "estimator", "vocoder"]
+    assert written["vocoder"].input_names == ["mel", "mel_lengths"]
