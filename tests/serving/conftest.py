@@ -37,11 +37,17 @@ def utterance(golden):
 
 
 @pytest.fixture(scope="session")
-def direct(standard_artifacts):
-    """wav_for(tokens, voice, seed): the runtime called directly in this process, as `synth` calls it."""
+def direct_runtime(standard_artifacts):
+    """The runtime called directly in this process, as `synth` calls it (one thread, as the servers run)."""
     from s3gen_runtime.pipeline import S3GenRuntime
 
-    runtime = S3GenRuntime(standard_artifacts, intra_op_threads=1)
+    return S3GenRuntime(standard_artifacts, intra_op_threads=1)
+
+
+@pytest.fixture(scope="session")
+def direct(direct_runtime):
+    """wav_for(tokens, voice, seed): the runtime's offline synthesis, called directly."""
+    runtime = direct_runtime
 
     def wav_for(tokens, voice, seed: int, steps: int = STEPS) -> np.ndarray:
         return runtime.synthesize(tokens, voice, seed=seed, steps=steps).wav

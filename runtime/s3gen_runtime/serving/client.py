@@ -7,6 +7,7 @@ of a "grpc://" URL and silently talks HTTP to the gRPC port.
 from __future__ import annotations
 
 import json
+import queue
 import re
 import time
 import urllib.request
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .protocol import MODEL_NAME, request_arrays
+from .stream_model import STREAM_MODEL_NAME
 
 _TRITON_DTYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32", np.dtype(np.object_): "BYTES"}
 
@@ -58,6 +60,58 @@ def http_dtype(dtype) -> str:
 def synthesize(url: str, tokens, voice, seed: int, **overrides) -> Reply:
     """tokens + a Voice + a seed -> the server's wav (overrides: steps, cfg_rate, solver)."""
     return infer_arrays(url, request_arrays(tokens, voice, seed, **overrides))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    wav: np.ndarray       # (S_chunk,) float32
+    start_sample: int     # its first sample in the utterance
+    final: bool
+
+
+def stream_arrays(grpc_url: str, arrays: dict, timeout_s: float = 300.0):
+    """Generator of the `s3gen_stream` model's Chunks for one request, over gRPC streaming (a decoupled
+    model answers nowhere else). Raises InferenceServerException when the server refuses the request,
+    and TimeoutError when no response comes for timeout_s."""
+    import tritonclient.grpc as grpc
+
+    replies: queue.Queue = queue.Queue()
+    client = grpc.InferenceServerClient(grpc_url)
+    try:
+        # the callback runs on tritonclient's stream thread: hand each result or error to this one
+        client.start_stream(callback=lambda result, error: replies.put((result, error)))
+        inputs = []
+        for name, value in arrays.items():
+            a = np.asarray(value)
+            inputs.append(grpc.InferInput(name, list(a.shape), _TRITON_DTYPES.get(a.dtype) or http_dtype(a.dtype)))
+            inputs[-1].set_data_from_numpy(a)
+        # the empty final response marks the end even when the last chunk is lost to an error
+        client.async_stream_infer(STREAM_MODEL_NAME, inputs, enable_empty_final_response=True)
+        while True:
+            try:
+                result, error = replies.get(timeout=timeout_s)
+            except queue.Empty:
+                raise TimeoutError(f"no response from {STREAM_MODEL_NAME} for {timeout_s} s") from None
+            if error is not None:
+                raise error
+            if result.as_numpy("wav") is not None:
+                yield Chunk(result.as_numpy("wav")[0], int(result.as_numpy("start_sample")[0, 0]),
+                            bool(result.as_numpy("final")[0, 0]))
+            if result.get_response().parameters["triton_final_response"].bool_param:
+                return
+    finally:
+        client.stop_stream(cancel_requests=True)
+        client.close()
+
+
+def stream(grpc_url: str, tokens, voice, seed: int, first_chunk_tokens: int | None = None,
+           chunk_tokens: int | None = None, **overrides):
+    """tokens + a Voice + a seed -> the server's Chunks as they are made (overrides: steps, cfg_rate, solver)."""
+    arrays = request_arrays(tokens, voice, seed, **overrides)
+    for name, value in (("first_chunk_tokens", first_chunk_tokens), ("chunk_tokens", chunk_tokens)):
+        if value is not None:
+            arrays[name] = np.array([[value]], dtype=np.int64)
+    return stream_arrays(grpc_url, arrays)
 
 
 def get_json(url: str, path: str, timeout_s: float = 10.0) -> dict:

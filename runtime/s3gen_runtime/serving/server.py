@@ -21,6 +21,7 @@ from ..pipeline import S3GenRuntime
 from .environment import allow_ragged_batching, check_numpy, point_stub_at_libpython
 from .model import S3GenModel
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
+from .stream_model import STREAM_INPUTS, STREAM_MODEL_NAME, STREAM_OUTPUTS, S3GenStreamModel
 
 LOG = logging.getLogger("s3gen_runtime.serving")
 # Triton waits this long for in-flight requests after SIGTERM; PyTriton kills tritonserver after 30 s,
@@ -62,6 +63,15 @@ def model_config(options: ServeOptions):
 
     delay_us = int(round(options.max_queue_delay_ms * 1000))
     return ModelConfig(max_batch_size=options.max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us))
+
+
+def stream_model_config():
+    """Decoupled, one request per call: every response of a decoupled callable answers all the requests of
+    its call, so requests batched together would have to stream in lockstep. max_batch_size 1 (not 0)
+    keeps the batch dimension, so a stream request is shaped exactly as an `s3gen` request."""
+    from pytriton.model_config import ModelConfig
+
+    return ModelConfig(max_batch_size=1, batcher=None, decoupled=True)
 
 
 def security_config():
@@ -112,8 +122,13 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
                 triton_lifecycle_policy=policy) as triton:
         triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
                     outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
+        stream_model = S3GenStreamModel(model.runtime)      # the same loaded runtime, no second copy
+        triton.bind(model_name=STREAM_MODEL_NAME, infer_func=[stream_model] * options.instances,
+                    inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
+                    config=stream_model_config(), strict=False)
         triton.run()
-        say(f"ready: model '{MODEL_NAME}' on http://{options.host}:{options.http_port} "
+        say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
+            f"http://{options.host}:{options.http_port} "
             f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
         while not stop.wait(0.5):
             if not triton.is_alive():
