@@ -56,6 +56,25 @@ def test_stream_model_is_decoupled_and_unbatched(server):
     assert "dynamic_batching" not in config
 
 
+def test_http_gets_an_error_not_a_hang(server, utterance):
+    """A decoupled model has no HTTP answer; the client must be told so rather than wait."""
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    tokens, voice = utterance
+    client = http.InferenceServerClient(server.url, network_timeout=60)
+    inputs = []
+    for name, value in request_arrays(tokens, voice, 1, steps=STEPS).items():
+        inputs.append(http.InferInput(name, list(value.shape), {"int64": "INT64", "float32": "FP32"}[str(value.dtype)]))
+        inputs[-1].set_data_from_numpy(value)
+    try:
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("s3gen_stream", inputs)
+    finally:
+        client.close()
+    assert "decoupled" in str(caught.value).lower(), str(caught.value)
+
+
 def _arrays(utterance, **schedule):
     tokens, voice = utterance
     arrays = request_arrays(tokens, voice, 4, steps=STEPS)
