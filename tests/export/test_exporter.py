@@ -183,7 +183,7 @@ def test_tolerance_miss_fails_export_without_manifest(exported, synthetic_checkp
     def failing(model, graphs, progress=print):
         for g in graphs:
             g.report = ValidationReport(g.spec.name, [CaseResult("forced", problems=["forced miss"])], {})
-    monkeypatch.setattr(exporter, "export_graphs", lambda model, out, sha, progress: [
+    monkeypatch.setattr(exporter, "export_graphs", lambda model, out, sha, progress, specs=None: [
         ExportedGraph(s, exported("standard") / f"{s.name}.onnx") for s in specs_for_variant("standard")])
     monkeypatch.setattr(exporter, "validate_graphs", failing)
     out = tmp_path / "out"

@@ -131,7 +131,7 @@ def test_missing_graph_file(artifacts, tmp_path):
 
 def test_unknown_component_backend_and_options(artifacts):
     folder, manifest = artifacts
-    with pytest.raises(ArtifactError, match="no component 'decoder'.*available: encoder, estimator, estimator_cfg, vocoder"):
+    with pytest.raises(ArtifactError, match="no component 'decoder'.*available: encoder, estimator, estimator_cfg, speaker_encoder, tokenizer, vocoder"):
         open_runner(folder, manifest, "decoder")
     with pytest.raises(InputError, match="unknown backend 'openvino'; known backends: .*onnxruntime"):
         open_runner(folder, manifest, "vocoder", backend="openvino")
