@@ -81,7 +81,8 @@ class VocoderState:
         return self.emitted * SAMPLES_PER_FRAME
 
 
-def _run(runner, mel: np.ndarray, phase: np.ndarray, noise: np.ndarray) -> dict:
+def run_window(runner, mel: np.ndarray, phase: np.ndarray, noise: np.ndarray) -> dict:
+    """One vocoder run of a single window: mel (80, frames) -> its wav and f0, cut to the window."""
     frames = mel.shape[1]
     feeds = {"mel": np.ascontiguousarray(mel[None], dtype=_F32), "mel_lengths": np.array([frames], dtype=np.int64),
              "sine_phase": phase, "sine_noise": np.ascontiguousarray(noise)}
@@ -98,7 +99,7 @@ def window_start_phase(runner, mel, noise_at, state: VocoderState, start: int, p
     if start == state.emitted:
         return wrap_phase(state.tail_cycles)
     end = min(mel.shape[1], state.emitted + F0_REACH + 1)
-    probe = _run(runner, mel[:, start:end], phase0, noise_at(start, end))
+    probe = run_window(runner, mel[:, start:end], phase0, noise_at(start, end))
     advance = cycles_over(probe["f0"][: state.emitted - start])
     return wrap_phase(state.tail_cycles - advance)
 
@@ -115,7 +116,7 @@ def vocode_step(runner, mel: np.ndarray, final: bool, state: VocoderState, *, le
         return None
     start = max(0, state.emitted - left)
     phase = window_start_phase(runner, mel, noise_at, state, start, phase0)
-    out = _run(runner, mel[:, start:frames], phase, noise_at(start, frames))
+    out = run_window(runner, mel[:, start:frames], phase, noise_at(start, frames))
     wav, offset = out["wav"], start * SAMPLES_PER_FRAME
     piece = np.array(wav[state.emitted_samples - offset: keep * SAMPLES_PER_FRAME - offset], dtype=_F32)
     if state.tail is not None:

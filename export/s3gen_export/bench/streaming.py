@@ -16,7 +16,7 @@ import numpy as np
 
 from s3gen_runtime.metrics import snr_db
 from s3gen_runtime.noise import draw_noise
-from s3gen_runtime.stream_vocoder import VocoderState, vocode_step
+from s3gen_runtime.stream_vocoder import VocoderState, run_window, vocode_step
 from s3gen_runtime.streaming import collect
 
 from .common import Progress, synthetic_tokens, synthetic_voice, tokens_for_seconds
@@ -58,10 +58,9 @@ def quality(runtime, stream_wav, stream_mel, offline, seams) -> dict:
     near = seam_windows(seams, offline.wav.size, half)
     rng = np.random.default_rng(0)
     random_points = rng.integers(half, offline.wav.size - half, max(1, len(seams)))
-    f0 = runtime.runners["vocoder"].run(
-        {"mel": stream_mel[None].astype(np.float32), "mel_lengths": np.array([stream_mel.shape[1]]),
-         "sine_phase": np.zeros((1, 9, 1), np.float32),
-         "sine_noise": np.zeros((1, 9, 480 * stream_mel.shape[1]), np.float32)}, ["f0"])["f0"][0]
+    frames = stream_mel.shape[1]
+    f0 = run_window(runtime.runners["vocoder"], stream_mel, np.zeros((1, 9, 1), np.float32),
+                    np.zeros((1, 9, 480 * frames), np.float32))["f0"]
     return {"wav_snr_db": snr_db(stream_wav, offline.wav), "mel_snr_db": snr_db(stream_mel, offline.mel),
             "seam_wav_snr_db": snr_db(stream_wav[near], offline.wav[near]) if near.any() else None,
             "click_score": click_score(stream_wav, seams, half) if seams else None,
