@@ -81,20 +81,29 @@ class VocoderState:
         return self.emitted * SAMPLES_PER_FRAME
 
 
+def has_sine_source(runner) -> bool:
+    """HiFT: a sine source whose phase a stream must carry (sine_phase in, f0 out). Vocos has none."""
+    return "sine_phase" in runner.input_names and "f0" in runner.output_names
+
+
 def run_window(runner, mel: np.ndarray, phase: np.ndarray, noise: np.ndarray) -> dict:
-    """One vocoder run of a single window: mel (80, frames) -> its wav and f0, cut to the window."""
+    """One vocoder run of a single window: mel (80, frames) -> its wav (and f0 where the graph has a
+    sine source), cut to the window. Feeds only the inputs the graph declares."""
     frames = mel.shape[1]
-    feeds = {"mel": np.ascontiguousarray(mel[None], dtype=_F32), "mel_lengths": np.array([frames], dtype=np.int64),
-             "sine_phase": phase, "sine_noise": np.ascontiguousarray(noise)}
-    out = runner.run(feeds, ["wav", "f0"])
-    return {"wav": out["wav"][0, : frames * SAMPLES_PER_FRAME], "f0": out["f0"][0, :frames]}
+    available = {"mel": lambda: np.ascontiguousarray(mel[None], dtype=_F32),
+                 "mel_lengths": lambda: np.array([frames], dtype=np.int64),
+                 "sine_phase": lambda: phase, "sine_noise": lambda: np.ascontiguousarray(noise)}
+    feeds = {name: available[name]() for name in runner.input_names}
+    sine = has_sine_source(runner)
+    out = runner.run(feeds, ["wav", "f0"] if sine else ["wav"])
+    return {"wav": out["wav"][0, : frames * SAMPLES_PER_FRAME], "f0": out["f0"][0, :frames] if sine else None}
 
 
 def window_start_phase(runner, mel, noise_at, state: VocoderState, start: int, phase0) -> np.ndarray:
     """sine_phase for a window starting at frame `start` such that its phase at frame state.emitted
     equals the old window's there: the F0 over [start, emitted) comes from a probe over the left
     context (exact, since the probe sees the same frames the window does within F0_REACH)."""
-    if state.tail_cycles is None:
+    if state.tail_cycles is None:   # the first window, or a vocoder without a sine source
         return phase0
     if start == state.emitted:
         return wrap_phase(state.tail_cycles)
@@ -126,12 +135,13 @@ def vocode_step(runner, mel: np.ndarray, final: bool, state: VocoderState, *, le
     piece = apply_fade_at(piece, state.emitted_samples)
     if not final:
         state.tail = np.array(wav[keep * SAMPLES_PER_FRAME - offset: trusted * SAMPLES_PER_FRAME - offset], dtype=_F32)
-        start_cycles = np.asarray(phase, dtype=np.float64).reshape(-1) / (2.0 * math.pi)
-        state.tail_cycles = np.mod(start_cycles + cycles_over(out["f0"][: keep - start]), 1.0)
+        if out["f0"] is not None:
+            start_cycles = np.asarray(phase, dtype=np.float64).reshape(-1) / (2.0 * math.pi)
+            state.tail_cycles = np.mod(start_cycles + cycles_over(out["f0"][: keep - start]), 1.0)
     state.emitted = keep
     state.started = True
     return piece
 
 
-__all__ = ["VocoderState", "vocode_step", "crossfade_weights", "apply_fade_at", "cycles_over", "wrap_phase",
+__all__ = ["VocoderState", "vocode_step", "run_window", "has_sine_source", "crossfade_weights", "apply_fade_at", "cycles_over", "wrap_phase",
            "harmonic_steps", "XFADE", "F0_REACH"]
