@@ -126,11 +126,11 @@ def _decomposed_nodes(node, prefix: str, num_heads: int) -> tuple[list, list]:
 def decompose_multi_head_attention(proto):
     """A copy of `proto` with every com.microsoft.MultiHeadAttention node replaced by standard ONNX
     ops (for TensorRT, whose parser has no contrib ops; it fuses the MatMul-Softmax-MatMul pattern
-    itself). Returns (new proto, number of nodes rewritten)."""
-    import onnx
+    itself). The mask-free branches of `unpadded_attention` are undone first: the masked node serves
+    every batch. Returns (new proto, number of nodes rewritten)."""
+    from .unpadded_attention import masked_attention_only
 
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
+    out, _ = masked_attention_only(proto)
     graph = out.graph
     rewritten, new_nodes = 0, []
     for node in graph.node:

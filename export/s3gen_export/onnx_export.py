@@ -16,6 +16,7 @@ from s3gen_runtime.backends.base import METADATA_PREFIX
 
 from .components.base import ComponentSpec
 from .fused_attention import TRANSLATION_TABLE, use_fused_attention
+from .unpadded_attention import branch_unpadded_attention
 
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
                         "Multinomial", "Bernoulli"})
@@ -71,6 +72,8 @@ def export_component(model: torch.nn.Module, spec: ComponentSpec, path: Path,
     finally:
         use_fused_attention(module, False)   # the model stays the eager reference for validation
     proto = program.model_proto
+    if spec.fused_attention:   # unpadded batches take ORT's mask-free flash attention
+        proto, _ = branch_unpadded_attention(proto)
     set_metadata(proto, {"component": spec.name, "spec_hash": spec.spec_hash(), **(metadata or {})})
     onnx.save_model(proto, str(path))
     return path
