@@ -16,6 +16,7 @@ from s3gen_runtime.backends.base import METADATA_PREFIX
 
 from .components.base import ComponentSpec
 from .fused_attention import TRANSLATION_TABLE, use_fused_attention
+from .model.encoder import use_head_by_head_attention
 from .unpadded_attention import branch_unpadded_attention
 
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
@@ -63,6 +64,7 @@ def export_component(model: torch.nn.Module, spec: ComponentSpec, path: Path,
     args = tuple(torch.from_numpy(feeds[name]) for name in spec.input_names)
     path = Path(path)
     use_fused_attention(module, spec.fused_attention)
+    use_head_by_head_attention(module, spec.head_by_head_attention)
     try:
         with _quiet(), torch.inference_mode():
             program = torch.onnx.export(module, args, dynamo=True, dynamic_shapes=dynamic_shapes(spec),
@@ -71,6 +73,7 @@ def export_component(model: torch.nn.Module, spec: ComponentSpec, path: Path,
                                         custom_translation_table=TRANSLATION_TABLE)
     finally:
         use_fused_attention(module, False)   # the model stays the eager reference for validation
+        use_head_by_head_attention(module, False)
     proto = program.model_proto
     if spec.fused_attention:   # unpadded batches take ORT's mask-free flash attention
         proto, _ = branch_unpadded_attention(proto)

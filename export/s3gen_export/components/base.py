@@ -66,6 +66,9 @@ class ComponentSpec:
     # attention written as com.microsoft.MultiHeadAttention (ONNX Runtime's fused kernel); TensorRT
     # builds get a standard-op rewrite of the same graph (fused_attention.decompose_multi_head_attention)
     fused_attention: bool = False
+    # relative-position attention computed head by head (model.encoder.use_head_by_head_attention):
+    # same maths, a fraction of the score buffers alive at once
+    head_by_head_attention: bool = False
     # never quantized (the int8 pass skips it): a graph run once per voice, whose outputs are rounded
     # (tokens) or pooled (x-vector), gains little from int8 and could flip tokens
     fp32_only: bool = False
@@ -90,6 +93,7 @@ class ComponentSpec:
             "derived_axes": {k: list(v) for k, v in sorted(self.derived_axes.items())},
             "tolerances": {k: asdict(v) for k, v in sorted(self.tolerances.items())},
             **({"fused_attention": True} if self.fused_attention else {}),
+            **({"head_by_head_attention": True} if self.head_by_head_attention else {}),
             **({"fp32_only": True} if self.fp32_only else {}),
         }
 

@@ -62,6 +62,7 @@ SPEC = ComponentSpec(
     make_inputs=make_inputs,
     export_case=EXPORT_CASE,
     validation_cases=VALIDATION_CASES,
+    head_by_head_attention=True,
 )
 
 

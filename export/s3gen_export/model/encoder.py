@@ -69,6 +69,7 @@ class RelPositionMultiHeadedAttention(nn.Module):
         self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
         self.pos_bias_u = nn.Parameter(torch.zeros(self.h, self.d_k))
         self.pos_bias_v = nn.Parameter(torch.zeros(self.h, self.d_k))
+        self.head_by_head = False   # export-time switch (use_head_by_head_attention)
 
     @staticmethod
     def rel_shift(x: torch.Tensor) -> torch.Tensor:
@@ -87,13 +88,33 @@ class RelPositionMultiHeadedAttention(nn.Module):
         p = self.linear_pos(pos_emb).view(pos_emb.size(0), -1, self.h, self.d_k).transpose(1, 2)
         q_u = (q + self.pos_bias_u).transpose(1, 2)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
+        masked = ~key_mask.unsqueeze(1)                                     # (B, 1, 1, T)
+        if self.head_by_head:
+            heads = [self._attend(q_u[:, i:i + 1], q_v[:, i:i + 1], k[:, i:i + 1], v[:, i:i + 1], p[:, i:i + 1], masked)
+                     for i in range(self.h)]
+            context = torch.cat(heads, dim=1)
+        else:
+            context = self._attend(q_u, q_v, k, v, p, masked)
+        return self.linear_out(context.transpose(1, 2).reshape(b, -1, self.h * self.d_k))
+
+    def _attend(self, q_u, q_v, k, v, p, masked) -> torch.Tensor:
+        """Relative-position attention of the given heads: (B, h, T, d) context."""
         matrix_ac = torch.matmul(q_u, k.transpose(-2, -1))
         matrix_bd = self.rel_shift(torch.matmul(q_v, p.transpose(-2, -1)))
         scores = (matrix_ac + matrix_bd) / math.sqrt(self.d_k)
-        masked = ~key_mask.unsqueeze(1)                                     # (B, 1, 1, T)
         attn = torch.softmax(scores.masked_fill(masked, float("-inf")), dim=-1).masked_fill(masked, 0.0)
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, -1, self.h * self.d_k)
-        return self.linear_out(out)
+        return torch.matmul(attn, v)
+
+
+def use_head_by_head_attention(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Export-time switch: every encoder attention computes its heads one after another. Same maths;
+    the (B, H, T, 2T - 1) relative-position scores and their shifted copies are never all alive, so
+    the graph's peak memory at long inputs falls ~H-fold in attention (upstream computes all heads at
+    once, which the eager reference keeps)."""
+    for module in model.modules():
+        if isinstance(module, RelPositionMultiHeadedAttention):
+            module.head_by_head = enabled
+    return model
 
 
 class PositionwiseFeedForward(nn.Module):
