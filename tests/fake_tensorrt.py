@@ -215,6 +215,15 @@ class FakeNetwork:
         return self.layers[i]
 
 
+
+def _with_subgraph_nodes(nodes):
+    """Every node, and the nodes of its If/Loop bodies after it (recursively)."""
+    for node in nodes:
+        yield node
+        for a in node.attribute:
+            if a.HasField("g"):
+                yield from _with_subgraph_nodes(a.g.node)
+
 class FakeParser:
     def __init__(self, network, logger):
         self.network = network
@@ -240,8 +249,9 @@ class FakeParser:
             for a in node.attribute:
                 if node.op_type == "Constant" and a.name == "value" and a.HasField("t"):
                     types_[node.output[0]] = a.t.data_type
-        for node in graph.node:
-            # TensorRT's ONNX parser knows the standard domain only (no com.microsoft contrib ops)
+        for node in _with_subgraph_nodes(graph.node):
+            # TensorRT's ONNX parser knows the standard domain only (no com.microsoft contrib ops), in
+            # If/Loop bodies as well
             if node.domain not in ("", "ai.onnx"):
                 self.errors.append(f"In node {node.name!r} ({node.domain}.{node.op_type}): no importer registered "
                                    f"for op: {node.op_type}")

@@ -88,12 +88,20 @@ class Schedule:
         return int(min(self.cap, round(self.chunk * float(self.growth) ** (index - 1))))
 
     def boundaries(self, total: int) -> list[int]:
-        """Token counts at which a chunk is synthesised for a known total; the last is the total. A
-        remainder below MIN_CHUNK_TOKENS joins the chunk before it (a re-run for a few tokens costs
-        a whole flow pass)."""
+        """Token counts at which a chunk is synthesised for a known total; the last is the total.
+
+        Every chunk re-runs the flow over prompt + prefix, so a known total is planned to need fewer
+        re-runs: a chunk after the first takes the whole rest when the rest is at most `growth` times
+        its own size (and within the cap), instead of leaving a last chunk that would cost a whole
+        flow pass for less than the next chunk's share. A remainder below MIN_CHUNK_TOKENS joins the
+        chunk before it. Streams of unknown length (an iterable) follow `size` until they end."""
         out, n, i = [], 0, 0
         while n < total:
-            n += self.size(i)
+            size = self.size(i)
+            rest = total - n
+            if i > 0 and rest <= min(self.cap, size * float(self.growth)):
+                size = rest
+            n += size
             i += 1
             out.append(min(n, total))
         if len(out) > 1 and out[-1] - out[-2] < MIN_CHUNK_TOKENS:

@@ -102,8 +102,9 @@ def test_the_parser_refuses_float64_as_tensorrt_does(fake_trt):
 
 
 def test_fused_attention_reaches_tensorrt_as_standard_ops(fake_trt, standard):
-    """The exported estimator holds com.microsoft.MultiHeadAttention, which TensorRT's parser refuses; the
-    graph the builder gives it has none left, and it parses."""
+    """The exported estimator holds com.microsoft.MultiHeadAttention (each in an If: mask-free when no key
+    is padding, masked otherwise), which TensorRT's parser refuses; the graph the builder gives it has
+    neither left, and it parses."""
     import onnx
 
     from s3gen_export.engines.build import load_for_tensorrt
@@ -114,13 +115,15 @@ def test_fused_attention_reaches_tensorrt_as_standard_ops(fake_trt, standard):
     _, trt = fake_trt()
     folder, manifest = standard
     fused = onnx.load(str(folder / "estimator_cfg.onnx"), load_external_data=False)
-    assert sum(n.op_type == "MultiHeadAttention" for n in fused.graph.node) == 56
+    branches = [a.g.node[0] for n in fused.graph.node if n.op_type == "If" for a in n.attribute]
+    assert len(branches) == 2 * 56 and all(b.op_type == "MultiHeadAttention" for b in branches)
     builder = trt.Builder(trt_logger(trt))
     profile = plan_profiles(manifest.component("estimator_cfg"), Bucket("mel256", 256), None)
     with pytest.raises(EngineBuildError, match="no importer registered for op: MultiHeadAttention"):
         build_serialized_engine(trt, builder, fused.SerializeToString(), profile, "fp32", strongly_typed=False)
     portable = load_for_tensorrt(folder / "estimator_cfg.onnx")
     assert {n.domain for n in portable.graph.node} <= {"", "ai.onnx"}
+    assert not any(n.op_type == "If" for n in portable.graph.node)
     assert sum(n.op_type == "Softmax" for n in portable.graph.node) == 56
     build_serialized_engine(trt, builder, portable.SerializeToString(), profile, "fp32", strongly_typed=False)
 

@@ -96,10 +96,15 @@ def test_crossfade_weights_sum_to_exactly_one():
 
 def test_schedule_boundaries():
     s = Schedule(first=10, chunk=20, growth=2.0)
-    assert s.boundaries(200) == [10, 30, 70, 150, 200]
-    assert s.boundaries(72) == [10, 30, 72]          # a 2-token remainder joins the chunk before
-    assert s.boundaries(5) == [5]
+    assert s.boundaries(200) == [10, 30, 70, 200]       # after 70 the rest (130) is within 2 x 80: taken at once
+    assert s.boundaries(250) == [10, 30, 70, 150, 250]
+    assert s.boundaries(50) == [10, 50]                 # the rest (40) is within 2 x 20
+    assert s.boundaries(5) == [5]                       # the first chunk never grows (time to first audio)
+    assert Schedule(first=10, chunk=20, growth=1.0).boundaries(52) == [10, 30, 52]   # 2-token remainder joins
     assert Schedule(first=10, chunk=20, growth=2.0, cap=30).boundaries(100) == [10, 30, 60, 90, 100]
+    # the defaults on 5 / 10 / 20 s of speech (125 / 250 / 500 tokens): 2, 3 and 3 flow passes
+    d = Schedule()
+    assert [d.boundaries(n) for n in (125, 250, 500)] == [[15, 125], [15, 65, 250], [15, 65, 500]]
 
 
 def test_iterable_streams_depend_on_the_schedule_not_on_arrival(std, case):

@@ -12,7 +12,7 @@ from s3gen_runtime.serving.protocol import request_arrays
 from server_helpers import STEPS
 
 TOL = 2e-3
-SCHEDULE = {"first_chunk_tokens": 10, "chunk_tokens": 10}   # 35 tokens -> chunks at 10, 20, 35
+SCHEDULE = {"first_chunk_tokens": 10, "chunk_tokens": 5}   # 35 tokens -> chunks at 10, 15, 35
 
 
 def grpc_url(server) -> str:
