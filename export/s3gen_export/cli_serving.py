@@ -41,15 +41,17 @@ def _needs_serve_extra(e: ModuleNotFoundError) -> None:
               help="Model instances (batches run concurrently; they share one loaded runtime).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads per graph.")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
+@click.option("--spinning/--no-spinning", default=True, show_default=True,
+              help="ONNX Runtime's threads spin between kernels (they share the cores with the server's own processes).")
 def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_ms, instances, threads,
-              precision) -> None:
+              precision, spinning) -> None:
     """Serve ARTIFACTS as Triton model 's3gen' (KServe v2 over HTTP and gRPC) until SIGTERM or Ctrl-C."""
     from s3gen_runtime.errors import S3GenError
     from s3gen_runtime.serving.server import ServeOptions, serve
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, instances=instances,
-                           threads=threads, precision=precision)
+                           threads=threads, precision=precision, allow_spinning=spinning)
     try:
         code = serve(artifacts, options, say=lambda m: click.echo(m, err=False))
     except ModuleNotFoundError as e:

@@ -162,3 +162,21 @@ def test_load_test_checks_every_response_and_reports_batches(server, utterance):
     job = test.jobs[0]
     test.references[job] = test.references[job] + 0.01
     assert test.level(1, 1, 60)["mismatches"] == 1
+
+
+def _spinning_entry(session) -> str | None:
+    try:
+        return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:   # not set: ORT's default, spinning
+        return None
+
+
+@pytest.mark.parametrize("spinning", [True, False])
+def test_serve_options_set_ort_thread_spinning(standard_artifacts, spinning):
+    """--no-spinning reaches every ONNX Runtime session the server opens (the loaded model, warmed up)."""
+    from s3gen_runtime.serving.server import ServeOptions, load_model
+
+    model = load_model(standard_artifacts, ServeOptions(threads=1, allow_spinning=spinning), say=lambda m: None)
+    runners = model.runtime.runners
+    entries = {role: _spinning_entry(runners[role]._session) for role in runners.opened()}
+    assert entries and set(entries.values()) == ({None} if spinning else {"0"}), entries

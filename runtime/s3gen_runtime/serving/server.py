@@ -41,6 +41,9 @@ class ServeOptions:
     threads: int | None = None
     precision: str = "fp32"
     backend: str = "onnxruntime"
+    # ONNX Runtime's worker threads spin between kernels; in the server they share the cores with
+    # tritonserver, the stub and PyTriton's proxy (see README "Serving" for the measurement)
+    allow_spinning: bool = True
 
 
 def triton_tensors(specs):
@@ -85,6 +88,8 @@ def security_config():
 def load_model(artifacts: Path, options: ServeOptions, say=print) -> S3GenModel:
     """Open the artifacts and warm them up: all before the server starts, so ready means ready."""
     extra = {} if options.threads is None else {"intra_op_threads": options.threads}
+    if not options.allow_spinning:
+        extra["allow_spinning"] = False
     start = time.perf_counter()
     runtime = S3GenRuntime(artifacts, backend=options.backend, precision=options.precision, **extra)
     say(f"loaded {artifacts} ({runtime.variant}, {options.precision}) in {time.perf_counter() - start:.1f} s")
