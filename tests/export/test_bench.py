@@ -129,3 +129,21 @@ def test_streaming_section_measures_seams_and_first_audio(quick):
     cost = st["cost"][0]
     assert 0 < cost["ttfa_s"] < cost["total_s"] and st["machine"]["cpu_model"]
     assert "## g. Streaming synthesis" in (out / "summary.md").read_text()
+
+
+def test_streaming_cost_on_other_artifacts(exported):
+    """The default schedule on meanflow artifacts: its own solver setting, a first piece before the end."""
+    from s3gen_export.bench.streaming import other_artifact_costs, streaming_section
+    from s3gen_runtime.pipeline import S3GenRuntime
+
+    mf = S3GenRuntime(exported("meanflow"))
+    lines = []
+    rows = other_artifact_costs({"meanflow fp32": mf}, prompt_tokens=10, seconds=1.6, steps=1, progress=lines.append)
+    (row,) = rows
+    assert (row["artifacts"], row["solver"], row["steps"]) == ("meanflow fp32", "meanflow", 2)
+    assert row["chunks"] == 2 and 0 < row["ttfa_s"] < row["total_s"] and row["offline_s"] > 0
+    assert "meanflow fp32" in lines[0]
+    table = streaming_section({"settings": {"variant": "standard", "solver": "euler", "steps": 1, "prompt_tokens": 10,
+                                            "hold_frames": 12, "quality_seconds": 1.0},
+                               "quality": [], "cost": [], "other_artifacts": rows})
+    assert any(line.startswith("| meanflow fp32 | 1.6 s | meanflow 2 | 2 |") for line in table)

@@ -133,7 +133,11 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         from .plots import plot_streaming
         from .streaming import run_streaming
 
-        results["streaming"] = run_streaming(S3GenRuntime(artifacts), cfg.quick, progress)
+        others = {"standard int8": S3GenRuntime(artifacts, precision="int8")} if int8 else {}
+        meanflow_folder = workdir / "synthetic_meanflow"   # section e's export, when there is one
+        if (meanflow_folder / "manifest.json").is_file():
+            others["meanflow fp32"] = S3GenRuntime(meanflow_folder)
+        results["streaming"] = run_streaming(S3GenRuntime(artifacts), cfg.quick, progress, others)
         results["streaming"]["machine"] = results["machine"]   # the numbers carry the CPU they came from
         write_json(out / "streaming.json", results["streaming"])
         plots += plot_streaming(results["streaming"], out)

@@ -6,7 +6,9 @@ percentile away from seams; the offline wav at random points is the baseline); F
 jump across a seam over the median frame-to-frame jump elsewhere). The vocoder alone is also run
 on the offline mel, which separates its seams from the flow's (whose streamed frames differ by
 design: attention over frames that did not exist yet). Cost, per utterance length: time to first
-audio and total time against offline. Runs in this process on the runtime alone.
+audio and total time against offline. The default schedule is also timed on the other artifacts at
+hand (the int8 graphs; meanflow when section e left an export), at the longest cost length. Runs in
+this process on the runtime alone.
 """
 from __future__ import annotations
 
@@ -85,7 +87,36 @@ def vocoder_only(runtime, offline, voice, tokens, seed, schedule_ends, left: int
             "click_score": click_score(wav, seams, half)}
 
 
-def run_streaming(runtime, quick: bool = False, progress: Progress = print) -> dict:
+def stream_cost(runtime, voice, tokens, seed: int, opts: dict, **schedule) -> dict:
+    """Offline synthesis, then a stream with `schedule` (the defaults when empty), same seed: their times."""
+    t0 = time.perf_counter()
+    runtime.synthesize(tokens, voice, seed=seed, **opts)
+    offline_s = time.perf_counter() - t0
+    chunks, res = collect(runtime.stream(tokens, voice, seed=seed, **schedule, **opts))
+    return {"offline_s": offline_s, "ttfa_s": res.time_to_first_audio, "total_s": res.total, "chunks": len(chunks),
+            "first_audio_s": chunks[0].wav.size / 24000, "ttfa_ratio": res.time_to_first_audio / offline_s,
+            "total_ratio": res.total / offline_s}
+
+
+def other_artifact_costs(runtimes: dict, prompt_tokens: int, seconds: float, steps: int | None,
+                         progress: Progress = print) -> list[dict]:
+    """The default schedule on each {label: runtime} at one length. Standard artifacts run `steps` (as the
+    fp32 rows); meanflow runs its own upstream setting (2 meanflow steps)."""
+    voice, seed = synthetic_voice(prompt_tokens), 0
+    tokens = synthetic_tokens(tokens_for_seconds(seconds))
+    rows = []
+    for label, runtime in runtimes.items():
+        opts = {"steps": steps} if runtime.variant == "standard" and steps is not None else {}
+        settings = runtime.resolve(**opts)
+        row = {"artifacts": label, "seconds": seconds, "solver": settings.solver, "steps": settings.steps,
+               **stream_cost(runtime, voice, tokens, seed, opts)}
+        rows.append(row)
+        progress(f"  {label}, {seconds:g} s, default schedule: TTFA {row['ttfa_s']:.2f} s ({row['ttfa_ratio']:.2f}x "
+                 f"offline {row['offline_s']:.2f} s), total {row['total_ratio']:.2f}x")
+    return rows
+
+
+def run_streaming(runtime, quick: bool = False, progress: Progress = print, others: dict | None = None) -> dict:
     cfg = QUICK if quick else FULL
     start = time.perf_counter()
     voice, seed = synthetic_voice(cfg["prompt_tokens"]), 0
@@ -108,21 +139,16 @@ def run_streaming(runtime, quick: bool = False, progress: Progress = print) -> d
     costs = []
     for seconds in cfg["cost_seconds"]:
         toks = synthetic_tokens(tokens_for_seconds(seconds))
-        t0 = time.perf_counter()
-        runtime.synthesize(toks, voice, seed=seed, **opts)
-        offline_s = time.perf_counter() - t0
         for first, chunk, growth in cfg["schedules"][:2]:
-            chunks, res = collect(runtime.stream(toks, voice, seed=seed, first_chunk_tokens=first, chunk_tokens=chunk,
-                                                 growth=growth, **opts))
-            costs.append({"seconds": seconds, "first": first, "chunk": chunk, "growth": growth, "offline_s": offline_s,
-                          "ttfa_s": res.time_to_first_audio, "total_s": res.total, "chunks": len(chunks),
-                          "first_audio_s": chunks[0].wav.size / 24000,
-                          "ttfa_ratio": res.time_to_first_audio / offline_s, "total_ratio": res.total / offline_s})
+            costs.append({"seconds": seconds, "first": first, "chunk": chunk, "growth": growth,
+                          **stream_cost(runtime, voice, toks, seed, opts, first_chunk_tokens=first,
+                                        chunk_tokens=chunk, growth=growth)})
             c = costs[-1]
             progress(f"  {seconds:g} s, {first}/{chunk}x{growth:g}: TTFA {c['ttfa_s']:.2f} s ({c['ttfa_ratio']:.2f}x "
-                     f"offline {offline_s:.2f} s), total {c['total_ratio']:.2f}x")
+                     f"offline {c['offline_s']:.2f} s), total {c['total_ratio']:.2f}x")
+    other = other_artifact_costs(others or {}, cfg["prompt_tokens"], max(cfg["cost_seconds"]), cfg["steps"], progress)
     return {"settings": {**cfg, "solver": runtime.resolve(**opts).solver, "variant": runtime.variant,
-                         "hold_frames": 12, "seed": seed}, "quality": rows, "cost": costs,
+                         "hold_frames": 12, "seed": seed}, "quality": rows, "cost": costs, "other_artifacts": other,
             "seconds": time.perf_counter() - start}
 
 
@@ -151,7 +177,15 @@ def streaming_section(st: dict) -> list[str]:
         lines.append(f"| {c['seconds']:g} s | {c['first']}/{c['chunk']}x{c['growth']:g} | {c['chunks']} | "
                      f"{c['offline_s']:.2f} | {c['ttfa_s']:.2f} | {c['ttfa_ratio']:.2f} | {c['first_audio_s']:.2f} | "
                      f"{c['total_s']:.2f} | {c['total_ratio']:.2f} |")
+    other = st.get("other_artifacts") or []
+    if other:
+        lines += ["", "Default schedule on the other artifacts (same prompt and tokens):", "",
+                  "| artifacts | audio | solver, steps | chunks | offline s | time to first audio s | TTFA / offline | "
+                  "total / offline |", "|---|---|---|---|---|---|---|---|"]
+        for c in other:
+            lines.append(f"| {c['artifacts']} | {c['seconds']:g} s | {c['solver']} {c['steps']} | {c['chunks']} | "
+                         f"{c['offline_s']:.2f} | {c['ttfa_s']:.2f} | {c['ttfa_ratio']:.2f} | {c['total_ratio']:.2f} |")
     return lines + [""]
 
 
-__all__ = ["run_streaming", "streaming_section", "click_score", "f0_jump_ratio", "seam_windows"]
+__all__ = ["run_streaming", "streaming_section", "stream_cost", "other_artifact_costs", "click_score", "f0_jump_ratio", "seam_windows"]
