@@ -40,8 +40,8 @@ MIN_CHUNK_TOKENS = 4            # a first chunk must commit at least one frame p
 MAX_CHUNK_TOKENS = MAX_MEL_FRAMES // TOKEN_MEL_RATIO
 # Defaults, chosen from bench/results/streaming.json (README "Streaming"): 15 tokens first (0.22 s of audio
 # after the lookahead and the hold; 10 commits only 40 ms), then 50 x 4: with a known total planned
-# (Schedule.boundaries) that is 2 / 3 / 3 flow passes and 1.33 / 1.44 / 1.19x offline at 5 / 10 / 20 s
-# (10 first, then 25 x 2: 1.70 / 1.66 / 1.52x), time to first audio 0.07x offline at 20 s.
+# (Schedule.boundaries) that is 2 / 3 / 3 flow passes and 1.34 / 1.42 / 1.20x offline at 5 / 10 / 20 s
+# (10 first, then 25 x 2: 1.71 / 1.66 / 1.52x), time to first audio 0.07x offline at 20 s.
 # Vocoder left context 16 frames and hold 12: the streamed vocoder alone is then the offline wav to
 # 116-122 dB (4 frames: 27-30 dB; none: 16-21 dB).
 DEFAULT_FIRST_CHUNK_TOKENS = 15
