@@ -22,6 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from s3gen_export.onnx_scopes import walk_nodes
+
 
 _MAGIC = b"FAKETRT1"
 _ELEM_NP = {TensorProto.FLOAT: "float32", TensorProto.INT64: "int64", TensorProto.INT32: "int32",
@@ -216,14 +218,6 @@ class FakeNetwork:
 
 
 
-def _with_subgraph_nodes(nodes):
-    """Every node, and the nodes of its If/Loop bodies after it (recursively)."""
-    for node in nodes:
-        yield node
-        for a in node.attribute:
-            if a.HasField("g"):
-                yield from _with_subgraph_nodes(a.g.node)
-
 class FakeParser:
     def __init__(self, network, logger):
         self.network = network
@@ -249,7 +243,7 @@ class FakeParser:
             for a in node.attribute:
                 if node.op_type == "Constant" and a.name == "value" and a.HasField("t"):
                     types_[node.output[0]] = a.t.data_type
-        for node in _with_subgraph_nodes(graph.node):
+        for node in walk_nodes(graph.node):
             # TensorRT's ONNX parser knows the standard domain only (no com.microsoft contrib ops), in
             # If/Loop bodies as well
             if node.domain not in ("", "ai.onnx"):

@@ -17,6 +17,7 @@ from s3gen_runtime.backends.base import METADATA_PREFIX
 from .components.base import ComponentSpec
 from .fused_attention import TRANSLATION_TABLE, use_fused_attention
 from .model.encoder import use_head_by_head_attention
+from .onnx_scopes import walk_nodes
 from .unpadded_attention import branch_unpadded_attention
 
 RANDOM_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
@@ -100,17 +101,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 def random_ops(path: Path) -> list[str]:
     """Random-number ops anywhere in the graph (subgraphs and functions included)."""
     proto = onnx.load(str(path), load_external_data=False)
-    found = []
-
-    def scan(graph):
-        for node in graph.node:
-            if node.op_type in RANDOM_OPS:
-                found.append(f"{node.op_type}:{node.name}")
-            for attr in node.attribute:
-                if attr.g is not None and attr.g.node:
-                    scan(attr.g)
-
-    scan(proto.graph)
+    found = [f"{node.op_type}:{node.name}" for node in walk_nodes(proto.graph.node) if node.op_type in RANDOM_OPS]
     for fn in proto.functions:
         for node in fn.node:
             if node.op_type in RANDOM_OPS:

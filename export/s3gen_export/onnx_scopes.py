@@ -1,7 +1,7 @@
 """Which torch module an exported ONNX node came from, read from the exporter's node metadata.
 
 Both layer policies use it: int8 quantization (`quantize`) and the fp32 layers of fp16/bf16
-TensorRT engines (`engines.precision`). Pure: takes NodeProto-like objects, imports no onnx.
+TensorRT engines (`engines.precision`). Pure: takes NodeProto-like objects, imports no onnx. walk_nodes: every node, subgraph bodies included.
 """
 from __future__ import annotations
 
@@ -32,3 +32,12 @@ def module_path(node) -> str | None:
 def has_name_scopes(node) -> bool:
     """Whether the exporter recorded name scopes for this node at all."""
     return any(prop.key == NAME_SCOPES_KEY for prop in node.metadata_props)
+
+
+def walk_nodes(nodes):
+    """Every node, each followed by the nodes of its If/Loop/Scan bodies (recursively)."""
+    for node in nodes:
+        yield node
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from walk_nodes(attr.g.node)
