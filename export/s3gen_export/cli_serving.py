@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from s3gen_runtime.backends import known_backends
+from s3gen_runtime.serving.server import ServeOptions
 
 SERVE_PACKAGES = ("pytriton", "tritonclient")
 
@@ -33,21 +34,22 @@ def _needs_serve_extra(e: ModuleNotFoundError) -> None:
 @click.option("--http-port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--grpc-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--metrics-port", default=8002, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--max-batch", default=8, show_default=True, type=click.IntRange(1, 64),
-              help="Largest batch Triton's dynamic batcher forms (requests of one bucket share a runtime batch).")
+@click.option("--max-batch", default=ServeOptions.max_batch, show_default=True, type=click.IntRange(1, 64),
+              help="Largest batch Triton's dynamic batcher forms (requests of one bucket share a runtime batch; "
+                   "on CPU, batching measured slower than instances).")
 @click.option("--max-queue-delay-ms", default=20.0, show_default=True, type=click.FloatRange(0, 10_000),
               help="How long a request may wait for others to batch with.")
-@click.option("--instances", default=1, show_default=True, type=click.IntRange(1, 16),
+@click.option("--instances", default=ServeOptions.instances, show_default=True, type=click.IntRange(1, 16),
               help="Model instances (batches run concurrently; they share one loaded runtime).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="ONNX Runtime intra-op threads per graph.")
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
-@click.option("--spinning/--no-spinning", default=True, show_default=True,
+@click.option("--spinning/--no-spinning", default=ServeOptions.allow_spinning, show_default=True,
               help="ONNX Runtime's threads spin between kernels (they share the cores with the server's own processes).")
 def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_ms, instances, threads,
               precision, spinning) -> None:
     """Serve ARTIFACTS as Triton model 's3gen' (KServe v2 over HTTP and gRPC) until SIGTERM or Ctrl-C."""
     from s3gen_runtime.errors import S3GenError
-    from s3gen_runtime.serving.server import ServeOptions, serve
+    from s3gen_runtime.serving.server import serve
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, instances=instances,

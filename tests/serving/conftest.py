@@ -19,8 +19,8 @@ def standard_artifacts(exported):
 
 @pytest.fixture(scope="module")
 def server(standard_artifacts, tmp_path_factory):
-    """One server per test module, batching up to 4 requests that arrive within 300 ms."""
-    srv = start_server(standard_artifacts, tmp_path_factory.mktemp("serve"), "--max-batch", "4",
+    """One server per test module: two instances, each batching up to 4 requests that arrive within 300 ms."""
+    srv = start_server(standard_artifacts, tmp_path_factory.mktemp("serve"), "--instances", "2", "--max-batch", "4",
                        "--max-queue-delay-ms", "300")
     try:
         srv.wait_ready()

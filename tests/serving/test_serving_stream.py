@@ -2,6 +2,9 @@
 are the runtime's own stream, a bad request is refused by name, and the server goes on serving."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -47,6 +50,31 @@ def test_chunks_over_grpc_are_the_runtime_stream(server, utterance, direct_strea
     tokens, voice = utterance
     got = list(stream(grpc_url(server), tokens, voice, seed=3, steps=STEPS, **SCHEDULE))
     assert_same_stream(got, direct_stream(3))
+
+
+def test_two_streams_run_side_by_side_on_two_instances(server, utterance, direct_stream):
+    """A stream holds its model instance until its last chunk; with two instances (conftest) two streams
+    overlap in time, and each is still its own runtime stream."""
+    tokens, voice = utterance
+    got, arrivals, barrier = {}, {}, threading.Barrier(2)
+
+    def one(seed):
+        barrier.wait(timeout=60)
+        got[seed], arrivals[seed] = [], []
+        for chunk in stream(grpc_url(server), tokens, voice, seed=seed, steps=STEPS, **SCHEDULE):
+            got[seed].append(chunk)
+            arrivals[seed].append(time.monotonic())
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in (11, 12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    for seed in (11, 12):
+        assert_same_stream(got[seed], direct_stream(seed))
+    # one instance would have made the second stream wait for the first one's last chunk
+    first, second = sorted((11, 12), key=lambda s: arrivals[s][0])
+    assert arrivals[second][0] < arrivals[first][-1], arrivals
 
 
 def test_stream_model_is_decoupled_and_unbatched(server):
