@@ -108,6 +108,28 @@ def test_pad_to_bucket_matches_alone(small_buckets, batch_requests, alone, monke
         assert max_diff(row.wav, one.wav) < BATCH_WAV_ATOL
 
 
+def test_int8_batch_runs_each_request_alone(exported, mf, tmp_path, monkeypatch):
+    """int8 graphs quantize activations over the whole batch, so a batch of them runs request by request:
+    every row is then exactly what it is alone, seeds and given noise included; bad requests still fail
+    before any graph runs."""
+    pytest.importorskip("onnx")
+    int8 = S3GenRuntime(add_int8_standin(linked_copy(exported("meanflow"), tmp_path / "a")), precision="int8")
+    assert not int8.rows_independent and mf.rows_independent
+    tokens, voice = tiny(new=8)
+    given = draw_noise(9, voice.prompt_tokens, 5, voice.prompt_frames)
+    calls = count_calls(monkeypatch, int8)
+    batch = int8.synthesize_batch([Request(tokens, voice, 3), Request(tokens[:5], voice, noise=given),
+                                   Request(tokens, voice)])
+    assert calls["vocoder"] == 3 and calls["encoder"] == 3
+    assert np.array_equal(batch[0].wav, int8.synthesize(tokens, voice, seed=3).wav)
+    assert np.array_equal(batch[1].wav, int8.synthesize(tokens[:5], voice, noise=given).wav) and batch[1].seed is None
+    assert np.array_equal(batch[2].wav, int8.synthesize(tokens, voice, seed=batch[2].seed).wav)
+    calls.clear()
+    with pytest.raises(InputError, match="^request 1: tokens"):
+        int8.synthesize_batch([Request(tokens, voice, 0), Request(np.array([6561]), voice, 0)])
+    assert sum(calls.values()) == 0
+
+
 def test_too_long_request_is_a_bucket_error_before_any_graph(std, golden, monkeypatch):
     tokens, voice, _, _ = golden_case(golden(GOLDEN["standard"]))
     calls = count_calls(monkeypatch, std)
