@@ -77,10 +77,12 @@ def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, ma
 @click.option("--artifacts", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Also time the same jobs through the runtime called directly (the server's overhead).")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="Intra-op threads for --artifacts.")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Precision for --artifacts (the server's own).")
 @click.option("--out", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Write the report as JSON here, a .png plot and a .md table beside it.")
 def loadtest_cmd(url, tokens_file, voice_file, levels, jobs, requests_per_client, max_seconds, steps, artifacts,
-                 threads, out) -> None:
+                 threads, precision, out) -> None:
     """Closed-loop load test of the s3gen model at URL (host:port of the HTTP endpoint)."""
     import json
     import os
@@ -95,7 +97,7 @@ def loadtest_cmd(url, tokens_file, voice_file, levels, jobs, requests_per_client
         concurrency = tuple(int(x) for x in levels.split(","))
         tokens, voice = load_tokens(tokens_file), load_voice(voice_file)
         report = run_load_test(url, tokens, voice, concurrency, jobs, requests_per_client, max_seconds, steps,
-                               say=click.echo, artifacts=artifacts, threads=threads)
+                               say=click.echo, artifacts=artifacts, threads=threads, precision=precision)
     except ModuleNotFoundError as e:
         _needs_serve_extra(e)
     except (S3GenError, ValueError, OSError) as e:

@@ -145,12 +145,15 @@ def test_concurrent_requests_of_different_lengths_share_one_batch(server, uttera
         assert np.max(np.abs(wavs[20 + i] - direct(tokens[:n], voice, 20 + i))) < TOL
 
 
-def test_load_test_checks_every_response_and_reports_batches(server, utterance):
+def test_load_test_checks_every_response_and_reports_batches(server, utterance, standard_artifacts):
     from s3gen_runtime.serving.loadtest import LoadTest, make_jobs, markdown_table, run_load_test
 
     tokens, voice = utterance
     report = run_load_test(server.url, tokens, voice, levels=(1, 3), jobs=3, requests_per_client=1,
-                           max_seconds_per_level=60, steps=STEPS, say=lambda m: None)
+                           max_seconds_per_level=60, steps=STEPS, say=lambda m: None, artifacts=standard_artifacts,
+                           threads=1)
+    assert report["direct_p50_s"] > 0 and report["direct_precision"] == "fp32"
+    assert report["server_overhead_p50"] == pytest.approx(report["levels"][0]["latency_p50_s"] / report["direct_p50_s"] - 1)
     one, three = report["levels"]
     assert (one["requests"], three["requests"]) == (3, 3)
     assert one["errors"] == three["errors"] == 0 and one["mismatches"] == three["mismatches"] == 0
@@ -162,6 +165,26 @@ def test_load_test_checks_every_response_and_reports_batches(server, utterance):
     job = test.jobs[0]
     test.references[job] = test.references[job] + 0.01
     assert test.level(1, 1, 60)["mismatches"] == 1
+
+
+def test_load_test_baseline_runs_at_the_servers_precision(monkeypatch, utterance):
+    """The overhead of an int8 server is measured against the int8 runtime, not the fp32 one."""
+    import s3gen_runtime.pipeline as pipeline
+    from s3gen_runtime.serving.loadtest import direct_seconds, make_jobs
+
+    opened = []
+
+    class Recording:
+        def __init__(self, folder, **options):
+            opened.append(options)
+
+        def synthesize(self, *args, **kwargs):
+            return None
+
+    monkeypatch.setattr(pipeline, "S3GenRuntime", Recording)
+    tokens, voice = utterance
+    assert len(direct_seconds("art", tokens, voice, make_jobs(len(tokens), 2), 1, 2, "int8")) == 2
+    assert opened == [{"precision": "int8", "intra_op_threads": 2}]
 
 
 def _spinning_entry(session) -> str | None:

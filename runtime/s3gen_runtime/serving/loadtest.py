@@ -107,12 +107,13 @@ class LoadTest:
         return summarize(concurrency, records, wall, stats_delta(before, model_stats(self.url)))
 
 
-def direct_seconds(artifacts, tokens, voice, jobs: list[Job], steps: int | None, threads: int | None) -> list[float]:
+def direct_seconds(artifacts, tokens, voice, jobs: list[Job], steps: int | None, threads: int | None,
+                   precision: str = "fp32") -> list[float]:
     """The same jobs through the runtime called directly in this process, one at a time (after one
     warm-up call): the baseline for the server's overhead at concurrency 1."""
     from ..pipeline import S3GenRuntime
 
-    runtime = S3GenRuntime(artifacts, **({} if threads is None else {"intra_op_threads": threads}))
+    runtime = S3GenRuntime(artifacts, precision=precision, **({} if threads is None else {"intra_op_threads": threads}))
     tokens = np.asarray(tokens)
     seconds = []
     for job in [jobs[0], *jobs]:
@@ -124,7 +125,7 @@ def direct_seconds(artifacts, tokens, voice, jobs: list[Job], steps: int | None,
 
 def run_load_test(url, tokens, voice, levels=(1, 2, 4, 8), jobs: int = 6, requests_per_client: int = 2,
                   max_seconds_per_level: float = 30.0, steps: int | None = None, say=print,
-                  artifacts=None, threads: int | None = None) -> dict:
+                  artifacts=None, threads: int | None = None, precision: str = "fp32") -> dict:
     """References, then each level bounded by requests (C x requests_per_client, at least `jobs`) and time."""
     test = LoadTest(url, tokens, voice, make_jobs(len(np.asarray(tokens).reshape(-1)), jobs), steps)
     start = time.perf_counter()
@@ -137,9 +138,10 @@ def run_load_test(url, tokens, voice, levels=(1, 2, 4, 8), jobs: int = 6, reques
         results.append(result)
     report = {"url": url, "steps": steps, "jobs": [vars(j) for j in test.jobs], "levels": results}
     if artifacts is not None:   # after the levels, while the server idles, so the two do not share the cores
-        direct = percentile(direct_seconds(artifacts, tokens, voice, test.jobs, steps, threads), 50)
+        direct = percentile(direct_seconds(artifacts, tokens, voice, test.jobs, steps, threads, precision), 50)
         served = next((r["latency_p50_s"] for r in results if r["concurrency"] == 1), float("nan"))
         report["direct_p50_s"], report["server_overhead_p50"] = direct, served / direct - 1.0
+        report["direct_precision"] = precision
         say(f"runtime called directly: p50 {direct:.2f} s; served at concurrency 1: p50 {served:.2f} s "
             f"({100 * report['server_overhead_p50']:+.1f}%)")
     return report
