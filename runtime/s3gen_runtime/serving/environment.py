@@ -9,6 +9,11 @@
 2. Its config generator writes no `allow_ragged_batch`, so Triton batches only requests whose every
    variable dimension matches: utterances of different lengths would never share a batch.
 3. The wheel requires numpy < 2 (its metadata pins it; the stub process imports the same numpy).
+4. With two or more instances, each later instance's stub fetches its config from a unix socket that the
+   first instance's stub serves. asyncio binds that socket (the file appears) before it listens, and a
+   later instance that connects in between gets "Connection refused": the model fails to load and the
+   server exits (seen once in ~35 two-instance starts on 2 busy cores). The copied proxy code is given a
+   handshake that retries a refused connection for a few seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +23,26 @@ import sysconfig
 from pathlib import Path
 
 _patched = False
+_handshake_patched = False
+
+# Appended to the proxy's communication.py in each generated model: the module's last binding of the
+# name wins, so proxy/model.py's `from .communication import get_config_from_handshake_server` takes it.
+HANDSHAKE_RETRY = """
+
+# --- added by s3gen_runtime.serving.environment: retry a handshake refused before its server listens
+_s3gen_handshake_once = get_config_from_handshake_server
+
+
+def get_config_from_handshake_server(socket_path, timeout_s=1.0):
+    deadline = time.time() + 10.0
+    while True:
+        try:
+            return _s3gen_handshake_once(socket_path, timeout_s)
+        except ConnectionRefusedError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+"""
 
 
 def libpython_dir() -> str | None:
@@ -65,3 +90,30 @@ def allow_ragged_batching() -> None:
 
     generator.ModelConfigGenerator._set_model_signature = set_model_signature
     _patched = True
+
+
+def add_handshake_retry(communication_py: Path) -> None:
+    """Append the retrying handshake to a copied proxy communication.py (idempotent)."""
+    text = communication_py.read_text()
+    if "def get_config_from_handshake_server(" not in text or "\nimport time\n" not in text:
+        raise RuntimeError(f"{communication_py}: this PyTriton's handshake code is not the one patched here "
+                           "(expected nvidia-pytriton 0.7.x)")
+    if HANDSHAKE_RETRY not in text:
+        communication_py.write_text(text + HANDSHAKE_RETRY)
+
+
+def retry_refused_handshakes() -> None:
+    """Every model PyTriton writes gets add_handshake_retry on its copied communication.py. Idempotent."""
+    global _handshake_patched
+    if _handshake_patched:
+        return
+    from pytriton.models.model import Model
+
+    original = Model.generate_model
+
+    def generate_model(self, model_repository) -> None:
+        original(self, model_repository)
+        add_handshake_retry(Path(model_repository) / self.model_name / str(self.model_version) / "communication.py")
+
+    Model.generate_model = generate_model
+    _handshake_patched = True

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline import S3GenRuntime
-from .environment import allow_ragged_batching, check_numpy, point_stub_at_libpython
+from .environment import allow_ragged_batching, check_numpy, point_stub_at_libpython, retry_refused_handshakes
 from .model import S3GenModel
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
 from .stream_model import STREAM_INPUTS, STREAM_MODEL_NAME, STREAM_OUTPUTS, S3GenStreamModel
@@ -120,6 +120,7 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
 
     model = load_model(Path(artifacts), options, say)
     allow_ragged_batching()
+    retry_refused_handshakes()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
