@@ -33,7 +33,7 @@ EXIT_TIMEOUT_S = 25
 class ServeOptions:
     """The defaults are the layout that measured best on CPU (README "Serving", load test): two instances
     over one runtime, each request alone, ORT threads that sleep between kernels. A batch of B padded
-    requests cost about B requests plus its padding (0.92x the throughput of single requests at
+    requests cost about B requests plus its padding (0.85-0.91x the throughput of single requests at
     concurrency 4), while two requests side by side use the cores better than one request on both."""
     host: str = "127.0.0.1"
     http_port: int = 8000
