@@ -147,3 +147,17 @@ def test_streaming_cost_on_other_artifacts(exported):
                                             "hold_frames": 12, "quality_seconds": 1.0},
                                "quality": [], "cost": [], "other_artifacts": rows})
     assert any(line.startswith("| meanflow fp32 | 1.6 s | meanflow 2 | 2 |") for line in table)
+
+
+def test_profile_counts_attention_once(exported):
+    """The guided graph wraps each attention in an If (unpadded_attention.py): the If's kernel time is its
+    branch's, which the profiler also reports on its own, so only the inner nodes are counted."""
+    from s3gen_export.bench.scaling import op_profiles
+    from s3gen_runtime.manifest import load_manifest
+
+    folder = exported("standard")
+    graph = folder / load_manifest(folder, verify=False).component("estimator_cfg").file
+    (profile,) = op_profiles(graph, [64]).values()
+    assert "If" not in profile["ops"]
+    assert profile["groups"]["fused attention (MultiHeadAttention: QK^T, softmax, AV)"] > 0
+    assert sum(profile["groups"].values()) == pytest.approx(1.0)

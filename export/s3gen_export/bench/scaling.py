@@ -47,6 +47,8 @@ def _group(node, constants: set) -> str:
 
 
 ATTENTION = "fused attention (MultiHeadAttention: QK^T, softmax, AV)"
+# Nodes that run subgraphs (unpadded_attention.py wraps each attention in an If)
+CONTAINER_OPS = frozenset({"If", "Loop", "Scan"})
 
 
 def op_profiles(graph: Path, frames_list) -> dict:
@@ -84,6 +86,8 @@ def op_profiles(graph: Path, frames_list) -> dict:
             if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or not lo <= e["ts"] <= hi:
                 continue
             name, op, dur = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"), float(e["dur"])
+            if op in CONTAINER_OPS:   # its time is its subgraph's nodes, profiled on their own
+                continue
             node = nodes.get(name)
             if node is not None:
                 group = _group(node, constants)
