@@ -161,3 +161,26 @@ def test_profile_counts_attention_once(exported):
     assert "If" not in profile["ops"]
     assert profile["groups"]["fused attention (MultiHeadAttention: QK^T, softmax, AV)"] > 0
     assert sum(profile["groups"].values()) == pytest.approx(1.0)
+
+
+def test_sections_keep_the_date_they_were_measured(tmp_path):
+    """A --sections rerun dates only its own sections; the summary then says which run measured what."""
+    from s3gen_export.bench import section_dates
+    from s3gen_export.bench.report import section_dates_line
+
+    assert section_dates(tmp_path, ("speed",), "D1") == {"speed": "D1"}
+    for name in ("speed", "scaling", "streaming"):
+        (tmp_path / f"{name}.json").write_text("{}")
+    # a machine.json from before section dates were kept: its date covers every section JSON there, but
+    # for one that carries its own machine record
+    (tmp_path / "machine.json").write_text(json.dumps({"date": "D1"}))
+    (tmp_path / "streaming.json").write_text(json.dumps({"machine": {"date": "D0"}}))
+    assert section_dates(tmp_path, ("scaling",), "D2") == {"speed": "D1", "scaling": "D2", "streaming": "D0"}
+    (tmp_path / "streaming.json").write_text("{}")
+    dates = section_dates(tmp_path, ("scaling",), "D2")
+    assert dates == {"speed": "D1", "scaling": "D2", "streaming": "D1"}
+    (tmp_path / "machine.json").write_text(json.dumps({"date": "D2", "section_dates": dates}))
+    assert section_dates(tmp_path, ("streaming",), "D3") == {"speed": "D1", "scaling": "D2", "streaming": "D3"}
+    (line,) = section_dates_line({"section_dates": dates})
+    assert line.endswith("speed, streaming at D1; scaling at D2")
+    assert section_dates_line({"section_dates": {"speed": "D1", "scaling": "D1"}}) == []

@@ -20,6 +20,26 @@ from .config import BenchConfig
 SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming", "vocos")
 
 
+def section_dates(out: Path, sections, date: str) -> dict:
+    """{section: when its JSON in `out` was measured}: this run's sections now, the others as the previous
+    machine.json says. A machine.json from before these dates were kept: a section JSON that carries its
+    own machine record (streaming) has that date, any other the previous run's."""
+    import json
+
+    out = Path(out)
+    earlier = {}
+    if (out / "machine.json").is_file():
+        previous = json.loads((out / "machine.json").read_text())
+
+        def legacy_date(section: str) -> str:
+            own = json.loads((out / f"{section}.json").read_text()).get("machine") or {}
+            return own.get("date") or previous["date"]
+
+        earlier = previous.get("section_dates") or {s: legacy_date(s) for s in SECTIONS
+                                                     if (out / f"{s}.json").is_file()}
+    return {s: d for s, d in {**earlier, **{s: date for s in sections}}.items() if s in SECTIONS}
+
+
 def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
               sections=SECTIONS, config: BenchConfig | None = None, progress: Progress = print) -> dict:
     """Run the benchmark sections and write their JSON, summary.md and PNGs into `out`.
@@ -40,6 +60,7 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results = {"config": cfg.to_dict(), "machine": machine_info()}   # as planned; sections record their budgets
+    results["machine"]["section_dates"] = section_dates(out, sections, results["machine"]["date"])
     write_json(out / "machine.json", results["machine"])
     m = results["machine"]
     progress(f"machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB; load average {m['load_average_at_start']}")

@@ -309,6 +309,18 @@ def _memory_observations(mem: dict, speed: dict | None, meanflow: dict | None = 
     return out
 
 
+def section_dates_line(machine: dict) -> list[str]:
+    """One line when the sections' JSON come from runs at different dates (a subset rerun with --sections)."""
+    dates = machine.get("section_dates") or {}
+    if len(set(dates.values())) <= 1:
+        return []
+    by_date: dict = {}
+    for section, date in dates.items():
+        by_date.setdefault(date, []).append(section)
+    return ["- Sections measured at different times on this machine (the date and wall time above are the "
+            "latest run's): " + "; ".join(f"{', '.join(names)} at {date}" for date, names in sorted(by_date.items()))]
+
+
 def write_summary(out: Path, results: dict) -> Path:
     m = results["machine"]
     v = m["versions"]
@@ -326,7 +338,7 @@ def write_summary(out: Path, results: dict) -> Path:
              "spread their noise evenly)",
              f"- Wall time of this run: {results['seconds'] / 60:.1f} min"
              + (f" (export {results['setup']['seconds'] / 60:.1f} min)" if results["setup"].get("exported") else
-                " (export reused)"), ""]
+                " (export reused)"), *section_dates_line(m), ""]
     speed, fid = results.get("speed"), results.get("fidelity")
     tg = targets(speed, fid, results.get("scaling")) + memory_targets(speed)
     mf_target = meanflow_target(results.get("meanflow"))
