@@ -190,6 +190,11 @@ def make_batch(requests, buckets, pad_to_bucket: bool) -> Batch:
     return Batch(tuple(rows), plan_layout(rows, buckets, pad_to_bucket))
 
 
+def split_rows(batch: Batch, buckets, pad_to_bucket: bool) -> list[Batch]:
+    """Each validated row as a batch of its own (its seed and noise as they are)."""
+    return [Batch((row,), plan_layout([row], buckets, pad_to_bucket)) for row in batch.rows]
+
+
 # ---------------------------------------------------------------- feeds
 
 def encoder_feeds(batch: Batch) -> dict[str, np.ndarray]:

@@ -30,7 +30,8 @@ import numpy as np
 from .audio import apply_trim_fade
 from .backends import known_backends, open_runner
 from .backends.base import INT8_SUFFIX, Runner
-from .batching import Batch, Request, check_mels, encoder_feeds, initial_noise, make_batch, vocoder_feeds
+from .batching import (Batch, Request, check_mels, encoder_feeds, initial_noise, make_batch, split_rows,
+                       vocoder_feeds)
 from .constants import MAX_CFG_RATE, MEL_BINS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from .errors import ArtifactError, InputError
 from .manifest import Manifest, load_manifest
@@ -331,10 +332,12 @@ class S3GenRuntime:
         With int8 graphs each request runs alone (rows_independent), after all of them were checked."""
         settings = self.resolve(solver, steps, cfg_rate)
         batch = self.prepare(requests)
-        if len(batch) > 1 and not self.rows_independent:
-            # each row as checked: a drawn seed is kept, and given noise stays given
-            alone = [Request(r.tokens, r.voice, r.seed, r.noise if r.seed is None else None) for r in batch.rows]
-            return [self.synthesize_batch([a], solver=solver, steps=steps, cfg_rate=cfg_rate)[0] for a in alone]
+        if len(batch) == 1 or self.rows_independent:
+            return self._synthesize(batch, settings)
+        return [result for row in split_rows(batch, self.buckets, self.pad_to_bucket)
+                for result in self._synthesize(row, settings)]
+
+    def _synthesize(self, batch: Batch, settings: Settings) -> list[Result]:
         clock = time.perf_counter
         start = clock()
         conditioning = self.encode(batch)
