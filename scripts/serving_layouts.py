@@ -14,9 +14,7 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from s3gen_runtime.io import load_tokens
 from s3gen_runtime.serving.client import is_ready
+from s3gen_runtime.serving.launch import free_ports, serve_command
 from s3gen_runtime.serving.loadtest import run_load_test
 from s3gen_runtime.voice import load_voice
 
@@ -38,21 +37,8 @@ def parse_layout(text: str) -> dict:
             "spinning": spin == "spin"}
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def serve_command(artifacts: Path, layout: dict, precision: str, ports: list[int]) -> list[str]:
-    http, grpc, metrics = ports
-    return [str(Path(sys.executable).with_name("s3gen-aot")), "serve", str(artifacts), "--host", "127.0.0.1",
-            "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-            "--instances", str(layout["instances"]), "--threads", str(layout["threads"]),
+def layout_options(layout: dict, precision: str) -> list[str]:
+    return ["--instances", str(layout["instances"]), "--threads", str(layout["threads"]),
             "--max-batch", str(layout["max_batch"]), "--precision", precision,
             "--spinning" if layout["spinning"] else "--no-spinning"]
 
@@ -60,8 +46,8 @@ def serve_command(artifacts: Path, layout: dict, precision: str, ports: list[int
 def load_test_layout(artifacts: Path, layout: dict, precision: str, tokens, voice, args) -> dict:
     ports = free_ports(3)
     url = f"127.0.0.1:{ports[0]}"
-    server = subprocess.Popen(serve_command(artifacts, layout, precision, ports), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(serve_command(artifacts, *ports, *layout_options(layout, precision)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not is_ready(url):

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from s3gen_runtime.backends import known_backends
-from s3gen_runtime.serving.server import ServeOptions
+from s3gen_runtime.serving.options import ServeOptions
 
 SERVE_PACKAGES = ("pytriton", "tritonclient")
 

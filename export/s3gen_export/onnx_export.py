@@ -103,7 +103,5 @@ def random_ops(path: Path) -> list[str]:
     proto = onnx.load(str(path), load_external_data=False)
     found = [f"{node.op_type}:{node.name}" for node in walk_nodes(proto.graph.node) if node.op_type in RANDOM_OPS]
     for fn in proto.functions:
-        for node in fn.node:
-            if node.op_type in RANDOM_OPS:
-                found.append(f"{node.op_type}:{fn.name}/{node.name}")
+        found += [f"{node.op_type}:{fn.name}/{node.name}" for node in walk_nodes(fn.node) if node.op_type in RANDOM_OPS]
     return found

@@ -1,7 +1,8 @@
 """Which torch module an exported ONNX node came from, read from the exporter's node metadata.
 
 Both layer policies use it: int8 quantization (`quantize`) and the fp32 layers of fp16/bf16
-TensorRT engines (`engines.precision`). Pure: takes NodeProto-like objects, imports no onnx. walk_nodes: every node, subgraph bodies included.
+TensorRT engines (`engines.precision`). Pure: takes NodeProto-like objects, imports no onnx.
+walk_nodes: every node, subgraph bodies included.
 """
 from __future__ import annotations
 

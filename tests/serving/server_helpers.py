@@ -6,29 +6,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from s3gen_runtime.serving.client import is_ready
+from s3gen_runtime.serving.launch import free_ports, serve_command
 
 START_TIMEOUT_S = 240     # load + warm-up + tritonserver on a loaded 2-core machine
 STOP_TIMEOUT_S = 60
 STEPS = 2                 # requests in these tests: 2 Euler steps keep each one near a second
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
@@ -71,9 +59,7 @@ class Server:
 def start_server(artifacts: Path, workdir: Path, *extra: str) -> Server:
     http, grpc, metrics = free_ports(3)
     log = workdir / f"server_{http}.log"
-    cli = Path(sys.executable).with_name("s3gen-aot")
-    command = [str(cli), "serve", str(artifacts), "--host", "127.0.0.1", "--http-port", str(http),
-               "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--threads", "1", *extra]
+    command = serve_command(artifacts, http, grpc, metrics, "--threads", "1", *extra)
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     return Server(proc, log, http, grpc, metrics)

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from s3gen_runtime.serving.client import get_json, infer_arrays, is_ready, synthesize
+from s3gen_runtime.serving.launch import free_ports
 from s3gen_runtime.serving.protocol import request_arrays
 from s3gen_runtime.serving.triton_repo import config_text, prepare_tritonserver, server_command, server_environment
 
-from server_helpers import START_TIMEOUT_S, STEPS, STOP_TIMEOUT_S, free_ports
+from server_helpers import START_TIMEOUT_S, STEPS, STOP_TIMEOUT_S
 
 
 def test_config_text_declares_the_contract():

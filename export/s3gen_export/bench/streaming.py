@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from s3gen_runtime.constants import SAMPLE_RATE
 from s3gen_runtime.metrics import snr_db
 from s3gen_runtime.noise import draw_noise
 from s3gen_runtime.stream_vocoder import VocoderState, run_window, vocode_step
@@ -94,7 +95,7 @@ def stream_cost(runtime, voice, tokens, seed: int, opts: dict, **schedule) -> di
     offline_s = time.perf_counter() - t0
     chunks, res = collect(runtime.stream(tokens, voice, seed=seed, **schedule, **opts))
     return {"offline_s": offline_s, "ttfa_s": res.time_to_first_audio, "total_s": res.total, "chunks": len(chunks),
-            "first_audio_s": chunks[0].wav.size / 24000, "ttfa_ratio": res.time_to_first_audio / offline_s,
+            "first_audio_s": chunks[0].wav.size / SAMPLE_RATE, "ttfa_ratio": res.time_to_first_audio / offline_s,
             "total_ratio": res.total / offline_s}
 
 

@@ -12,7 +12,6 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from ..pipeline import S3GenRuntime
 from .environment import allow_ragged_batching, check_numpy, point_stub_at_libpython, retry_refused_handshakes
 from .model import S3GenModel
+from .options import ServeOptions
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
 from .stream_model import STREAM_INPUTS, STREAM_MODEL_NAME, STREAM_OUTPUTS, S3GenStreamModel
 
@@ -27,27 +27,6 @@ LOG = logging.getLogger("s3gen_runtime.serving")
 # Triton waits this long for in-flight requests after SIGTERM; PyTriton kills tritonserver after 30 s,
 # so the drain must end before that or the requests still running are cut off.
 EXIT_TIMEOUT_S = 25
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """The defaults are the layout that measured best on CPU (README "Serving", load test): two instances
-    over one runtime, each request alone, ORT threads that sleep between kernels. A batch of B padded
-    requests cost about B requests plus its padding (0.85-0.91x the throughput of single requests at
-    concurrency 4), while two requests side by side use the cores better than one request on both."""
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    max_batch: int = 1
-    max_queue_delay_ms: float = 20.0
-    instances: int = 2
-    threads: int | None = None
-    precision: str = "fp32"
-    backend: str = "onnxruntime"
-    # spinning threads of two concurrent requests fight over the cores they share with tritonserver,
-    # the stub and PyTriton's proxy
-    allow_spinning: bool = False
 
 
 def triton_tensors(specs):
