@@ -51,6 +51,15 @@ def nodes_to_keep(proto: onnx.ModelProto, patterns=KEEP_FP32) -> list[str]:
     return [n.name for n in matmuls if regex.search(module_path(n) or "")]
 
 
+def quantize_matmuls(src: Path, dst: Path, exclude=()) -> None:
+    """Dynamic int8 of every MatMul with a constant weight except the nodes named in `exclude`:
+    the one setting every int8 graph (and the benchmark's int8 GEMM ceiling) uses."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
+                     nodes_to_exclude=list(exclude), reduce_range=True, extra_options={"MatMulConstBOnly": True})
+
+
 def quantize_graph(src: Path, dst: Path, component: str, patterns=KEEP_FP32) -> tuple[int, int]:
     """Write the int8 graph; returns (weight MatMuls quantized, kept in fp32).
 
@@ -60,12 +69,9 @@ def quantize_graph(src: Path, dst: Path, component: str, patterns=KEEP_FP32) -> 
     every x86-64 CPU. Measured on an AMX/VNNI Xeon (estimator_cfg, 700 frames): full-range s8 33.4 dB
     1.15 s, 7-bit s8 28.3 dB 1.18 s, u8 weights (u8 x u8 kernels, no saturation either) 32.5 dB but
     1.52 s, no faster than fp32 (1.47 s)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     proto = onnx.load(str(src), load_external_data=False)
     keep = nodes_to_keep(proto, patterns)
-    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8,
-                     nodes_to_exclude=keep, reduce_range=True, extra_options={"MatMulConstBOnly": True})
+    quantize_matmuls(src, dst, keep)
     out = onnx.load(str(dst))
     ours = {p.key[len(METADATA_PREFIX):]: p.value for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)}
     set_metadata(out, {**ours, "component": component, "precision": "int8"})

@@ -63,6 +63,8 @@ def test_speed_has_eager_and_runtime_numbers(quick):
             assert r[key] is not None and r[key] > 0, (config, key)
         assert r["vs_eager"]["mel_snr_db"] is not None
     assert rows["eager"]["speedup_vs_eager"] == pytest.approx(1.0)
+    ceiling = speed["gemm_ceiling"]   # measured in the same run as the rows it bounds
+    assert ceiling["fp32"]["gflops"] > 0 and ceiling["int8"]["gflops"] > 0
     assert rows["ort-fp32"]["vs_eager"]["mel_snr_db"] > 60   # same fp32 network, same noise
     # the fixture has no int8 graphs and --quick does not compile: both say why instead of a number
     assert speed["configs"]["ort-int8"]["status"] == "skipped" and speed["configs"]["ort-int8"]["reason"]
@@ -99,7 +101,7 @@ def test_summary_and_plots(quick):
     out, _ = quick
     summary = (out / "summary.md").read_text()
     for text in ("synthetic checkpoint", "CPU:", "cores", "RAM", "onnxruntime", "torch", "Date:", "## Targets",
-                 "## a. Speed", "## b. Solver fidelity", "## c. Scaling", "## d. Memory", "## f. Voice preparation"):
+                 "## a. Speed", "% of GEMM ceiling", "## b. Solver fidelity", "## c. Scaling", "## d. Memory", "## f. Voice preparation"):
         assert text in summary, text
     for name in PLOTS:
         data = (out / name).read_bytes()

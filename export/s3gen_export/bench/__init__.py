@@ -106,6 +106,10 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         from .flops import estimator_flop_model
 
         results["speed"]["estimator_flops"] = estimator_flop_model(checkpoint)
+        progress("[a] GEMM ceiling: the fastest fp32 and int8 matrix multiply on this machine, in this run")
+        from .ceiling import measure_gemm_ceiling
+
+        results["speed"]["gemm_ceiling"] = measure_gemm_ceiling(progress=progress)
         write_json(out / "speed.json", results["speed"])
         plots += plot_speed(results["speed"], out)
         progress(f"[a] done in {results['speed']['seconds'] / 60:.1f} min")

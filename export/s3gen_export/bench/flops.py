@@ -73,24 +73,42 @@ def peak_gflops(info: dict | None = None, clock_ghz: float | None = None) -> dic
             "formula": f"{cores} cores x {FMA_UNITS} FMA x {lanes} fp32 lanes x 2 x {clock:.2f} GHz"}
 
 
+def call_gflops(flop_model: dict, row: dict) -> float:
+    """Achieved GFLOP/s of one estimator call of a speed-table row (fp32-equivalent FLOPs)."""
+    return flops_at(flop_model, row["mel_frames"]) / row["estimator_call_seconds"] / 1e9
+
+
 def efficiency_lines(speed: dict, flop_model: dict | None, peak: dict | None) -> list[str]:
-    """A table of achieved GFLOP/s per estimator call (fp32-equivalent FLOPs) against the CPU's peak."""
+    """A table of achieved GFLOP/s per estimator call against the clock-based peak and the measured GEMM ceiling."""
+    from .ceiling import ceiling_of
+
     if not flop_model or not speed:
         return []
     peak_g = (peak or {}).get("gflops")
+    ceiling = {p: ceiling_of(speed, p) for p in ("fp32", "int8")}
     lines = ["### Distance to the CPU's arithmetic limit", "",
              f"FLOPs of one guided estimator call = {flop_model['linear']:.3g} T + {flop_model['quadratic']:.3g} T^2 "
              f"(T = mel frames; weights and convolutions linear in T, the {flop_model.get('attention_modules')} "
-             "attentions' matmuls quadratic). Peak fp32: "
+             "attentions' matmuls quadratic). Peak fp32 from the clock: "
              + (f"{peak_g:.0f} GFLOP/s ({peak['formula']})." if peak_g else "unknown (no clock reading).")
-             + " int8 rows count the same fp32-equivalent FLOPs.", "",
-             "| audio | frames | GFLOP/call | config | s/call | GFLOP/s | % of fp32 peak |", "|---|---|---|---|---|---|---|"]
+             + " int8 rows count the same fp32-equivalent FLOPs."]
+    if ceiling["fp32"]:
+        g = speed["gemm_ceiling"]
+        lines[-1] += (f" Measured GEMM ceiling (the fastest matrix multiply this machine ran in this run, "
+                      f"best of {g.get('repeats')}): fp32 {ceiling['fp32']:.0f} GFLOP/s ({g['fp32']['kernel']}, "
+                      f"{'x'.join(map(str, g['fp32']['shape']))}), int8 {ceiling['int8']:.0f} GFLOP/s "
+                      f"({g['int8']['kernel']}, {'x'.join(map(str, g['int8']['shape']))}). A graph doing these "
+                      "FLOPs cannot run them faster than its precision's ceiling; when the clock-based share "
+                      "passes 100%, the CPU runs above the clock /proc/cpuinfo reports.")
+    lines += ["", "| audio | frames | GFLOP/call | config | s/call | GFLOP/s | % of clock peak | % of GEMM ceiling |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(speed["table"], key=lambda r: (r["audio_seconds"], r["config"])):
         if not r.get("estimator_call_seconds"):
             continue
-        flops = flops_at(flop_model, r["mel_frames"])
-        rate = flops / r["estimator_call_seconds"] / 1e9
+        rate = call_gflops(flop_model, r)
         share = f"{rate / peak_g:.0%}" if peak_g else "-"
-        lines.append(f"| {r['audio_seconds']:g} s | {r['mel_frames']} | {flops / 1e9:.0f} | {r['config']} | "
-                     f"{r['estimator_call_seconds']:.2f} | {rate:.0f} | {share} |")
+        limit = ceiling["int8" if r["config"].endswith("int8") else "fp32"]
+        lines.append(f"| {r['audio_seconds']:g} s | {r['mel_frames']} | {flops_at(flop_model, r['mel_frames']) / 1e9:.0f} | "
+                     f"{r['config']} | {r['estimator_call_seconds']:.2f} | {rate:.0f} | {share} | "
+                     f"{f'{rate / limit:.0%}' if limit else '-'} |")
     return lines + [""]

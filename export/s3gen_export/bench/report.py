@@ -47,6 +47,20 @@ def _needed_estimator_speedup(base, row, target) -> str:
             "call")
 
 
+def _ceiling_bound(speed: dict, base: dict, precision: str) -> str:
+    """The most any graph of the estimator's FLOPs could run per call, at the measured GEMM ceiling."""
+    from .ceiling import ceiling_of
+    from .flops import call_gflops
+
+    ceiling, model = ceiling_of(speed, precision), speed.get("estimator_flops")
+    if not ceiling or not model or not base.get("estimator_call_seconds"):
+        return ""
+    eager = call_gflops(model, base)
+    return (f"the fastest {precision} GEMM measured in this run ({ceiling:.0f} GFLOP/s) is {ceiling / eager:.2f}x "
+            f"eager's call rate at {base['audio_seconds']:g} s ({eager:.0f} GFLOP/s): the most any {precision} graph of "
+            "the same FLOPs could give per call, even with every FLOP at GEMM speed")
+
+
 def _amdahl(scaling: dict | None, fp32_speedup: float | None) -> str:
     """The most int8 weight matmuls can give, from the fp32 call's measured time shares."""
     prof = (scaling or {}).get("profile", {})
@@ -97,6 +111,7 @@ def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -
             detail.append(f"short by {TARGETS[key] / worst['speedup_vs_eager']:.2f}x at {worst['audio_seconds']:g} s "
                           f"({worst['speedup_vs_eager']:.2f}x of {TARGETS[key]:g}x)")
             detail.append(_needed_estimator_speedup(eager[worst["audio_seconds"]], worst, TARGETS[key]))
+            detail.append(_ceiling_bound(speed, eager[worst["audio_seconds"]], "int8" if config == "ort-int8" else "fp32"))
             if config == "ort-int8":
                 fp = {r["audio_seconds"]: r for r in _rows(speed, "ort-fp32")}.get(worst["audio_seconds"], {})
                 detail.append(_amdahl(scaling, fp.get("estimator_speedup_vs_eager")))
@@ -125,7 +140,8 @@ def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -
             detail = (f"short by {TARGETS['int8_estimator'] / worst['estimator_speedup_vs_eager']:.2f}x at "
                       f"{worst['audio_seconds']:g} s; ORT fp32 alone is {_f(f.get('estimator_speedup_vs_eager'))}x "
                       f"eager per call and int8 adds {_f(f.get('estimator_call_seconds') and f['estimator_call_seconds'] / worst['estimator_call_seconds'])}x "
-                      "on top; " + _amdahl(scaling, f.get("estimator_speedup_vs_eager")))
+                      "on top; " + "; ".join(t for t in (_ceiling_bound(speed, eager.get(worst["audio_seconds"], {}), "int8"),
+                                                          _amdahl(scaling, f.get("estimator_speedup_vs_eager"))) if t))
         out.append({"target": f"int8 estimator >= {TARGETS['int8_estimator']:g}x eager",
                     "measured": ", ".join(f"{r['estimator_speedup_vs_eager']:.2f}x @ {r['audio_seconds']:g} s" for r in rows),
                     "met": met, "detail": detail})
