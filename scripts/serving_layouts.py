@@ -6,7 +6,9 @@
 Each layout is INSTANCES:THREADS:MAX_BATCH:spin|sleep. Every run starts its own `s3gen-aot serve` on
 loopback, load-tests it (the same jobs, every response checked against its single-request wav) and stops
 it with SIGTERM; the layouts are interleaved and repeated so the machine's noise spreads over all of them.
-Writes the reports as JSON and a .md table beside it (medians over the repeats).
+Writes the reports as JSON and a .md table beside it (medians over the repeats), with the envelope: the best
+throughput any layout reached at the lowest and at the highest level. `--report-only --out layouts.json`
+rebuilds the table from the JSON.
 """
 from __future__ import annotations
 
@@ -86,15 +88,30 @@ def summary_table(runs: dict, levels: list[int]) -> str:
         mismatches = sum(x["mismatches"] for r in reports for x in r["levels"])
         lines.append(f"| {name} | {at_low:.3f} | {latency:.2f} | {at_high:.3f} | {at_high / at_low:.2f}x | "
                      f"{at_high / base:.2f}x | {errors} | {mismatches} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ["", envelope(runs, levels)])
+
+
+def envelope(runs: dict, levels: list[int]) -> str:
+    """The best throughput any measured layout reached at the lowest and at the highest level: a server that
+    switched between these layouts by load could at most pair those two, so their ratio bounds its gain."""
+    low, high = min(levels), max(levels)
+    medians = {name: {level: float(np.median([throughput(r, level) for r in reports])) for level in (low, high)}
+               for name, reports in runs.items()}
+    best_low = max(medians, key=lambda n: medians[n][low])
+    best_high = max(medians, key=lambda n: medians[n][high])
+    ratio = medians[best_high][high] / medians[best_low][low]
+    clients = "client" if low == 1 else "clients"
+    return (f"Envelope: the best layout at {low} {clients} is {best_low} ({medians[best_low][low]:.3f} audio-s/s), at "
+            f"{high} {best_high} ({medians[best_high][high]:.3f}); {high} vs {low} across them: {ratio:.2f}x, the most "
+            "a server choosing among these layouts by load could reach.")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifacts", type=Path)
-    parser.add_argument("--tokens", required=True)
-    parser.add_argument("--voice", required=True)
-    parser.add_argument("--layout", dest="layouts", type=parse_layout, action="append", required=True)
+    parser.add_argument("artifacts", type=Path, nargs="?")
+    parser.add_argument("--tokens")
+    parser.add_argument("--voice")
+    parser.add_argument("--layout", dest="layouts", type=parse_layout, action="append", default=[])
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4])
     parser.add_argument("--reps", type=int, default=2)
@@ -103,7 +120,14 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report-only", action="store_true", help="rebuild the .md table from --out's JSON")
     args = parser.parse_args()
+    if args.report_only:
+        report = json.loads(args.out.read_text())
+        args.out.with_suffix(".md").write_text(summary_table(report["runs"], report["levels"]) + "\n")
+        return
+    if not (args.layouts and args.artifacts and args.tokens and args.voice):
+        parser.error("measuring needs ARTIFACTS, --tokens, --voice and at least one --layout")
     tokens, voice = load_tokens(args.tokens), load_voice(args.voice)
     runs: dict = {layout["name"]: [] for layout in args.layouts}
     for rep in range(args.reps):

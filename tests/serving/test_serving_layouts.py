@@ -28,3 +28,10 @@ def test_layouts_are_load_tested_side_by_side(standard_artifacts, golden, tmp_pa
     table = out.with_suffix(".md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 1:1:4:spin |") or line.startswith("| 2:1:1:sleep |")]
     assert len(rows) == 2 and all(row.endswith("| 0 | 0 |") for row in rows), table
+    best = {level: max(r[0]["levels"][i]["audio_s_per_s"] for r in report["runs"].values())
+            for i, level in enumerate((1, 2))}
+    assert f"2 vs 1 across them: {best[2] / best[1]:.2f}x" in table.splitlines()[-1]
+    # the table comes back from the JSON alone
+    out.with_suffix(".md").unlink()
+    subprocess.run([sys.executable, str(SCRIPT), "--report-only", "--out", str(out)], check=True, timeout=60)
+    assert out.with_suffix(".md").read_text() == table
