@@ -1,4 +1,5 @@
-"""bench/ceiling.py: the measured GEMM ceiling, and the bounds the summary draws from it."""
+"""What stands in the way of a missed speed target: the measured GEMM ceiling (bench/ceiling.py) and the
+bounds the summary draws from it and from the profile (bench/report.py)."""
 from __future__ import annotations
 
 import onnx
@@ -68,3 +69,16 @@ def test_missed_targets_state_the_ceiling_bound():
     slower["table"][2]["estimator_speedup_vs_eager"] = 1 / 0.6
     int8 = {t["target"]: t for t in targets(slower, fid=None)}["int8 estimator >= 2x eager"]
     assert not int8["met"] and "fastest int8 GEMM measured in this run (150 GFLOP/s) is 1.50x" in int8["detail"]
+
+
+def test_int8_bound_uses_the_profile_nearest_the_worst_length():
+    """Attention's share grows with length, so the free-weight-matmul bound is read at the nearest profile."""
+    def profile(frames, weights):
+        return {"frames": frames, "groups": {"fp32 weight matmuls": weights, "attention": 1 - weights}}
+    scaling = {"profile": {"ort-fp32": [profile(64, 0.6), profile(1300, 0.25)], "ort-int8": [profile(64, 0.1)]}}
+    slow = _speed()
+    slow["table"][2].update(estimator_call_seconds=0.9, estimator_speedup_vs_eager=1 / 0.9, mel_frames=2000)
+    slow["table"][0]["mel_frames"] = 2000
+    detail = {t["target"]: t for t in targets(slow, fid=None, scaling=scaling)}["int8 estimator >= 2x eager"]["detail"]
+    assert "(ORT profiler, 1300 frames) the weight matmuls that int8 can quantize are 25% of the time" in detail
+    assert "at most 1.33x ORT fp32" in detail

@@ -61,12 +61,18 @@ def _ceiling_bound(speed: dict, base: dict, precision: str) -> str:
             "the same FLOPs could give per call, even with every FLOP at GEMM speed")
 
 
-def _amdahl(scaling: dict | None, fp32_speedup: float | None) -> str:
-    """The most int8 weight matmuls can give, from the fp32 call's measured time shares."""
+def _nearest(profiles: list, frames: int | None) -> dict:
+    """The profile measured at the length nearest `frames` (the first one when no length is given)."""
+    return min(profiles, key=lambda p: abs(p["frames"] - frames)) if frames else profiles[0]
+
+
+def _amdahl(scaling: dict | None, fp32_speedup: float | None, frames: int | None = None) -> str:
+    """The most int8 weight matmuls can give, from the fp32 call's measured time shares at the profiled
+    length nearest `frames` (attention's share grows with length, so the bound falls)."""
     prof = (scaling or {}).get("profile", {})
     if not prof.get("ort-fp32"):
         return ""
-    fp = prof["ort-fp32"][0]
+    fp = _nearest(prof["ort-fp32"], frames)
     w = fp["groups"].get("fp32 weight matmuls", 0.0)
     bound = 1.0 / (1.0 - w) if w < 1 else float("inf")
     text = (f"in the fp32 call (ORT profiler, {fp['frames']} frames) the weight matmuls that int8 can "
@@ -74,7 +80,7 @@ def _amdahl(scaling: dict | None, fp32_speedup: float | None) -> str:
     if fp32_speedup:
         text += f" = {bound * fp32_speedup:.2f}x eager"
     if prof.get("ort-int8"):
-        g8 = prof["ort-int8"][0]["groups"]
+        g8 = _nearest(prof["ort-int8"], frames)["groups"]
         text += "; the int8 call's time: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in g8.items())
     return text
 
@@ -114,7 +120,7 @@ def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -
             detail.append(_ceiling_bound(speed, eager[worst["audio_seconds"]], "int8" if config == "ort-int8" else "fp32"))
             if config == "ort-int8":
                 fp = {r["audio_seconds"]: r for r in _rows(speed, "ort-fp32")}.get(worst["audio_seconds"], {})
-                detail.append(_amdahl(scaling, fp.get("estimator_speedup_vs_eager")))
+                detail.append(_amdahl(scaling, fp.get("estimator_speedup_vs_eager"), worst.get("mel_frames")))
             else:
                 detail.append(_attention_share(scaling))
         if snr_floor is not None:
@@ -141,7 +147,7 @@ def targets(speed: dict | None, fid: dict | None, scaling: dict | None = None) -
                       f"{worst['audio_seconds']:g} s; ORT fp32 alone is {_f(f.get('estimator_speedup_vs_eager'))}x "
                       f"eager per call and int8 adds {_f(f.get('estimator_call_seconds') and f['estimator_call_seconds'] / worst['estimator_call_seconds'])}x "
                       "on top; " + "; ".join(t for t in (_ceiling_bound(speed, eager.get(worst["audio_seconds"], {}), "int8"),
-                                                          _amdahl(scaling, f.get("estimator_speedup_vs_eager"))) if t))
+                                                          _amdahl(scaling, f.get("estimator_speedup_vs_eager"), worst.get("mel_frames"))) if t))
         out.append({"target": f"int8 estimator >= {TARGETS['int8_estimator']:g}x eager",
                     "measured": ", ".join(f"{r['estimator_speedup_vs_eager']:.2f}x @ {r['audio_seconds']:g} s" for r in rows),
                     "met": met, "detail": detail})
