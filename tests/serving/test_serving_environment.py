@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from s3gen_runtime.serving.environment import HANDSHAKE_RETRY, add_handshake_retry
+from s3gen_runtime.serving.environment import (HANDSHAKE_RETRY, REFUSAL_CODES, add_handshake_retry, add_refusal_codes,
+                                               refusal_prefix)
 
 CONFIG = {"authkey": "c2VjcmV0\n", "answer": 42}
 
@@ -78,16 +79,16 @@ def test_unknown_proxy_code_is_refused_by_name(tmp_path):
         add_handshake_retry(stranger)
 
 
-def test_every_generated_model_gets_the_retry(tmp_path):
-    """retry_refused_handshakes wraps PyTriton's model generation: the copied file carries the retry."""
+def test_every_generated_model_gets_the_patches(tmp_path):
+    """patch_generated_models wraps PyTriton's model generation: the copied files carry both patches."""
     import numpy as np
     from pytriton.model_config import ModelConfig, Tensor
     from pytriton.models.model import Model
 
-    from s3gen_runtime.serving.environment import retry_refused_handshakes
+    from s3gen_runtime.serving.environment import patch_generated_models
 
-    retry_refused_handshakes()
-    retry_refused_handshakes()          # idempotent: one wrapper
+    patch_generated_models()
+    patch_generated_models()          # idempotent: one wrapper
 
     class Workspace:
         path = tmp_path / "workspace"
@@ -98,5 +99,69 @@ def test_every_generated_model_gets_the_retry(tmp_path):
                   outputs=[Tensor(name="y", dtype=np.float32, shape=(-1,))], config=ModelConfig(),
                   workspace=Workspace(), triton_context=None, strict=False)
     model.generate_model(tmp_path / "repo")
-    text = (tmp_path / "repo" / "probe" / "1" / "communication.py").read_text()
-    assert text.count(HANDSHAKE_RETRY) == 1
+    version = tmp_path / "repo" / "probe" / "1"
+    assert (version / "communication.py").read_text().count(HANDSHAKE_RETRY) == 1
+    code = REFUSAL_CODES.format(prefix=refusal_prefix())
+    assert (version / "model.py").read_text().count(code) == 1
+    add_refusal_codes(version / "model.py")   # idempotent
+    assert (version / "model.py").read_text().count(code) == 1
+    compile((version / "model.py").read_text(), "model.py", "exec")
+
+
+class FakeUtils:
+    """The parts of triton_python_backend_utils the refusal patch uses."""
+
+    class TritonModelException(Exception):
+        pass
+
+    class TritonError:
+        INVALID_ARG = "INVALID_ARG"
+
+        def __init__(self, message, code=None):
+            self.message, self.code = message, code
+
+    class InferenceResponse:
+        def __init__(self, error=None):
+            self.error = error
+
+
+def patched_execute(outcome):
+    """The proxy's execute, as PyTriton raises or returns `outcome`, behind the appended patch."""
+    class TritonPythonModel:
+        def execute(self, triton_requests):
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+    namespace = {"TritonPythonModel": TritonPythonModel, "pb_utils": FakeUtils}
+    exec(REFUSAL_CODES.format(prefix=refusal_prefix()), namespace)
+    return lambda requests: TritonPythonModel().execute(requests)
+
+
+def test_refused_requests_answer_invalid_arg():
+    from s3gen_runtime.serving.protocol import ClientError
+
+    # as PyTriton nests it: the callable's traceback inside the batch handler's exception, inside execute's
+    try:
+        raise ClientError("speech_tokens: token id 6566 at position 3 is outside the vocabulary [0, 6561)")
+    except ClientError as e:
+        import traceback
+        inner = "".join(traceback.format_exception(None, e, e.__traceback__))
+    nested = FakeUtils.TritonModelException(f"Model execute error: Traceback (most recent call last):\n"
+                                            f"  ...\nTritonModelException: {inner}\n")
+    responses = patched_execute(nested)(["a", "b"])
+    assert len(responses) == 2
+    assert {(r.error.code, r.error.message) for r in responses} == {
+        ("INVALID_ARG", "speech_tokens: token id 6566 at position 3 is outside the vocabulary [0, 6561)")}
+    # a model failure stays one, and results pass through
+    failure = FakeUtils.TritonModelException("Model execute error: RuntimeError: out of memory")
+    with pytest.raises(FakeUtils.TritonModelException, match="out of memory"):
+        patched_execute(failure)(["a"])
+    assert patched_execute(["wav"])(["a"]) == ["wav"]
+
+
+def test_unknown_proxy_model_is_refused_by_name(tmp_path):
+    stranger = tmp_path / "model.py"
+    stranger.write_text("class SomethingElse:\n    pass\n")
+    with pytest.raises(RuntimeError, match="expected nvidia-pytriton 0.7.x"):
+        add_refusal_codes(stranger)

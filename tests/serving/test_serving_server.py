@@ -19,13 +19,13 @@ from server_helpers import STEPS
 TOL = 2e-3
 
 
-def server_error(url: str, arrays: dict) -> str:
-    """The message of the error the server answers `arrays` with (it must answer with one)."""
+def server_error(url: str, arrays: dict) -> tuple[str, str]:
+    """The HTTP status and message of the error the server answers `arrays` with (it must answer with one)."""
     from tritonclient.utils import InferenceServerException
 
     with pytest.raises(InferenceServerException) as caught:
         infer_arrays(url, arrays, timeout_s=60)
-    return str(caught.value)
+    return caught.value.status(), caught.value.message()
 
 
 def test_wav_equals_the_synth_command(server, utterance, golden, standard_artifacts, tmp_path):
@@ -87,9 +87,11 @@ def test_malformed_request_is_refused_by_name_and_the_server_goes_on(server, utt
                                                                      words):
     arrays = _good(utterance)
     change(arrays)
-    message = server_error(server.url, arrays)
+    status, message = server_error(server.url, arrays)
+    assert status == "400", f"{problem}: HTTP {status}: {message}"   # the client's fault, not the model's
     for word in words:
         assert word in message, f"{problem}: {word!r} not in {message!r}"
+    assert "Traceback" not in message   # the reason alone
     tokens, voice = utterance
     reply = synthesize(server.url, tokens, voice, seed=2, steps=STEPS)
     assert np.max(np.abs(reply.wav - direct(tokens, voice, 2))) < TOL

@@ -14,6 +14,10 @@
    later instance that connects in between gets "Connection refused": the model fails to load and the
    server exits (seen once in ~35 two-instance starts on 2 busy cores). The copied proxy code is given a
    handshake that retries a refused connection for a few seconds.
+5. Every exception of the inference callable reaches the client as a model failure (HTTP 500, gRPC
+   INTERNAL), a refused request too. The copied proxy model answers the runtime's refusals (ClientError)
+   with INVALID_ARG instead, which Triton sends as HTTP 400 / gRPC INVALID_ARGUMENT, with the reason alone
+   as the message (not PyTriton's nested tracebacks).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sysconfig
 from pathlib import Path
 
 _patched = False
-_handshake_patched = False
+_models_patched = False
 
 # Appended to the proxy's communication.py in each generated model: the module's last binding of the
 # name wins, so proxy/model.py's `from .communication import get_config_from_handshake_server` takes it.
@@ -43,6 +47,43 @@ def get_config_from_handshake_server(socket_path, timeout_s=1.0):
                 raise
             time.sleep(0.05)
 """
+
+
+# Appended to the proxy's model.py in each generated model. PyTriton formats the callable's exception as a
+# traceback whose last line for a refusal is "<refusal_prefix()><reason>"; that text travels inside the
+# TritonModelException that execute raises.
+REFUSAL_CODES = """
+
+# --- added by s3gen_runtime.serving.environment: a refused request answers INVALID_ARG (HTTP 400)
+_S3GEN_REFUSAL_PREFIX = {prefix!r}
+_s3gen_execute = TritonPythonModel.execute
+
+
+def _s3gen_refusal(text):
+    start = text.rfind(_S3GEN_REFUSAL_PREFIX)
+    return None if start < 0 else text[start + len(_S3GEN_REFUSAL_PREFIX):].splitlines()[0]
+
+
+def _s3gen_execute_answering_refusals(self, triton_requests):
+    try:
+        return _s3gen_execute(self, triton_requests)
+    except pb_utils.TritonModelException as e:
+        reason = _s3gen_refusal(str(e))
+        if reason is None:
+            raise
+        error = pb_utils.TritonError(reason, pb_utils.TritonError.INVALID_ARG)
+        return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]
+
+
+TritonPythonModel.execute = _s3gen_execute_answering_refusals
+"""
+
+
+def refusal_prefix() -> str:
+    """How a ClientError's line starts in a formatted traceback."""
+    from .protocol import ClientError
+
+    return f"{ClientError.__module__}.{ClientError.__qualname__}: "
 
 
 def libpython_dir() -> str | None:
@@ -102,10 +143,23 @@ def add_handshake_retry(communication_py: Path) -> None:
         communication_py.write_text(text + HANDSHAKE_RETRY)
 
 
-def retry_refused_handshakes() -> None:
-    """Every model PyTriton writes gets add_handshake_retry on its copied communication.py. Idempotent."""
-    global _handshake_patched
-    if _handshake_patched:
+def add_refusal_codes(model_py: Path) -> None:
+    """Append the INVALID_ARG answer for refused requests to a copied proxy model.py (idempotent)."""
+    text = model_py.read_text()
+    if "class TritonPythonModel" not in text or "\n    def execute(self, triton_requests):" not in text \
+            or "import triton_python_backend_utils as pb_utils" not in text:
+        raise RuntimeError(f"{model_py}: this PyTriton's proxy model is not the one patched here "
+                           "(expected nvidia-pytriton 0.7.x)")
+    code = REFUSAL_CODES.format(prefix=refusal_prefix())
+    if code not in text:
+        model_py.write_text(text + code)
+
+
+def patch_generated_models() -> None:
+    """Every model PyTriton writes gets its copied proxy code patched: the retrying handshake
+    (communication.py) and INVALID_ARG for refused requests (model.py). Idempotent."""
+    global _models_patched
+    if _models_patched:
         return
     from pytriton.models.model import Model
 
@@ -113,7 +167,9 @@ def retry_refused_handshakes() -> None:
 
     def generate_model(self, model_repository) -> None:
         original(self, model_repository)
-        add_handshake_retry(Path(model_repository) / self.model_name / str(self.model_version) / "communication.py")
+        version = Path(model_repository) / self.model_name / str(self.model_version)
+        add_handshake_retry(version / "communication.py")
+        add_refusal_codes(version / "model.py")
 
     Model.generate_model = generate_model
-    _handshake_patched = True
+    _models_patched = True

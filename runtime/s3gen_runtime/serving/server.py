@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline import S3GenRuntime
-from .environment import allow_ragged_batching, check_numpy, point_stub_at_libpython, retry_refused_handshakes
+from .environment import allow_ragged_batching, check_numpy, patch_generated_models, point_stub_at_libpython
 from .model import S3GenModel
 from .options import ServeOptions
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
@@ -99,7 +99,7 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
 
     model = load_model(Path(artifacts), options, say)
     allow_ragged_batching()
-    retry_refused_handshakes()
+    patch_generated_models()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
