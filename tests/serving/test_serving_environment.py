@@ -125,8 +125,8 @@ class FakeUtils:
             self.error = error
 
 
-def patched_execute(outcome):
-    """The proxy's execute, as PyTriton raises or returns `outcome`, behind the appended patch."""
+def patched_module(outcome):
+    """A proxy model module whose execute raises or returns `outcome`, with the patch appended."""
     class TritonPythonModel:
         def execute(self, triton_requests):
             if isinstance(outcome, Exception):
@@ -135,29 +135,53 @@ def patched_execute(outcome):
 
     namespace = {"TritonPythonModel": TritonPythonModel, "pb_utils": FakeUtils}
     exec(REFUSAL_CODES.format(prefix=refusal_prefix()), namespace)
-    return lambda requests: TritonPythonModel().execute(requests)
+    return namespace
+
+
+def patched_execute(outcome):
+    model = patched_module(outcome)["TritonPythonModel"]()
+    return model.execute
+
+
+REASON = "speech_tokens: token id 6566 at position 3 is outside the vocabulary [0, 6561)"
+
+
+def refusal_traceback() -> str:
+    """What PyTriton's inference handler sends for a ClientError: the formatted traceback."""
+    import traceback
+
+    from s3gen_runtime.serving.protocol import ClientError
+
+    try:
+        raise ClientError(REASON)
+    except ClientError as e:
+        return "".join(traceback.format_exception(None, e, e.__traceback__))
 
 
 def test_refused_requests_answer_invalid_arg():
-    from s3gen_runtime.serving.protocol import ClientError
-
     # as PyTriton nests it: the callable's traceback inside the batch handler's exception, inside execute's
-    try:
-        raise ClientError("speech_tokens: token id 6566 at position 3 is outside the vocabulary [0, 6561)")
-    except ClientError as e:
-        import traceback
-        inner = "".join(traceback.format_exception(None, e, e.__traceback__))
     nested = FakeUtils.TritonModelException(f"Model execute error: Traceback (most recent call last):\n"
-                                            f"  ...\nTritonModelException: {inner}\n")
+                                            f"  ...\nTritonModelException: {refusal_traceback()}\n")
     responses = patched_execute(nested)(["a", "b"])
     assert len(responses) == 2
-    assert {(r.error.code, r.error.message) for r in responses} == {
-        ("INVALID_ARG", "speech_tokens: token id 6566 at position 3 is outside the vocabulary [0, 6561)")}
+    assert {(r.error.code, r.error.message) for r in responses} == {("INVALID_ARG", REASON)}
     # a model failure stays one, and results pass through
     failure = FakeUtils.TritonModelException("Model execute error: RuntimeError: out of memory")
     with pytest.raises(FakeUtils.TritonModelException, match="out of memory"):
         patched_execute(failure)(["a"])
     assert patched_execute(["wav"])(["a"]) == ["wav"]
+
+
+def test_streamed_refusals_answer_invalid_arg():
+    """The decoupled handler builds its error responses with the module's pb_utils.TritonError."""
+    utils = patched_module(None)["pb_utils"]
+    refused = utils.TritonError(refusal_traceback())
+    assert (refused.code, refused.message) == ("INVALID_ARG", REASON)
+    failure = utils.TritonError("Traceback ...\nRuntimeError: out of memory")
+    assert (failure.code, failure.message) == (None, "Traceback ...\nRuntimeError: out of memory")
+    cancelled = utils.TritonError(error="Cancelled responses handler")
+    assert cancelled.message == "Cancelled responses handler" and cancelled.code is None
+    assert utils.InferenceResponse is FakeUtils.InferenceResponse
 
 
 def test_unknown_proxy_model_is_refused_by_name(tmp_path):

@@ -17,7 +17,8 @@
 5. Every exception of the inference callable reaches the client as a model failure (HTTP 500, gRPC
    INTERNAL), a refused request too. The copied proxy model answers the runtime's refusals (ClientError)
    with INVALID_ARG instead, which Triton sends as HTTP 400 / gRPC INVALID_ARGUMENT, with the reason alone
-   as the message (not PyTriton's nested tracebacks).
+   as the message (not PyTriton's nested tracebacks); a decoupled (streaming) model's refusal, which
+   PyTriton sends as an error response in the stream, gets the same code and message.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ REFUSAL_CODES = """
 
 # --- added by s3gen_runtime.serving.environment: a refused request answers INVALID_ARG (HTTP 400)
 _S3GEN_REFUSAL_PREFIX = {prefix!r}
+_s3gen_pb_utils = pb_utils
 _s3gen_execute = TritonPythonModel.execute
 
 
@@ -64,18 +66,33 @@ def _s3gen_refusal(text):
     return None if start < 0 else text[start + len(_S3GEN_REFUSAL_PREFIX):].splitlines()[0]
 
 
+def _s3gen_invalid_arg(reason):
+    return _s3gen_pb_utils.TritonError(reason, _s3gen_pb_utils.TritonError.INVALID_ARG)
+
+
 def _s3gen_execute_answering_refusals(self, triton_requests):
     try:
         return _s3gen_execute(self, triton_requests)
-    except pb_utils.TritonModelException as e:
+    except _s3gen_pb_utils.TritonModelException as e:
         reason = _s3gen_refusal(str(e))
         if reason is None:
             raise
-        error = pb_utils.TritonError(reason, pb_utils.TritonError.INVALID_ARG)
-        return [pb_utils.InferenceResponse(error=error) for _ in triton_requests]
+        return [_s3gen_pb_utils.InferenceResponse(error=_s3gen_invalid_arg(reason)) for _ in triton_requests]
+
+
+class _S3genBackendUtils:
+    # pb_utils as this module's handlers see it: the decoupled handler builds its error responses with
+    # pb_utils.TritonError(traceback text), which for a refusal becomes INVALID_ARG with the reason
+    def __getattr__(self, name):
+        return getattr(_s3gen_pb_utils, name)
+
+    def TritonError(self, error, *code):
+        reason = None if code else _s3gen_refusal(error)
+        return _s3gen_pb_utils.TritonError(error, *code) if reason is None else _s3gen_invalid_arg(reason)
 
 
 TritonPythonModel.execute = _s3gen_execute_answering_refusals
+pb_utils = _S3genBackendUtils()
 """
 
 
