@@ -150,26 +150,27 @@ def allow_ragged_batching() -> None:
     _patched = True
 
 
+def append_to_proxy(path: Path, code: str, expected: tuple[str, ...], what: str) -> None:
+    """Append `code` to a copied PyTriton proxy file once; refuse a file without the `expected` pieces the
+    code relies on (another PyTriton version) rather than patch it blindly."""
+    text = path.read_text()
+    if not all(piece in text for piece in expected):
+        raise RuntimeError(f"{path}: this PyTriton's {what} is not the one patched here (expected nvidia-pytriton 0.7.x)")
+    if code not in text:
+        path.write_text(text + code)
+
+
 def add_handshake_retry(communication_py: Path) -> None:
     """Append the retrying handshake to a copied proxy communication.py (idempotent)."""
-    text = communication_py.read_text()
-    if "def get_config_from_handshake_server(" not in text or "\nimport time\n" not in text:
-        raise RuntimeError(f"{communication_py}: this PyTriton's handshake code is not the one patched here "
-                           "(expected nvidia-pytriton 0.7.x)")
-    if HANDSHAKE_RETRY not in text:
-        communication_py.write_text(text + HANDSHAKE_RETRY)
+    append_to_proxy(communication_py, HANDSHAKE_RETRY, ("def get_config_from_handshake_server(", "\nimport time\n"),
+                    "handshake code")
 
 
 def add_refusal_codes(model_py: Path) -> None:
     """Append the INVALID_ARG answer for refused requests to a copied proxy model.py (idempotent)."""
-    text = model_py.read_text()
-    if "class TritonPythonModel" not in text or "\n    def execute(self, triton_requests):" not in text \
-            or "import triton_python_backend_utils as pb_utils" not in text:
-        raise RuntimeError(f"{model_py}: this PyTriton's proxy model is not the one patched here "
-                           "(expected nvidia-pytriton 0.7.x)")
-    code = REFUSAL_CODES.format(prefix=refusal_prefix())
-    if code not in text:
-        model_py.write_text(text + code)
+    append_to_proxy(model_py, REFUSAL_CODES.format(prefix=refusal_prefix()),
+                    ("class TritonPythonModel", "\n    def execute(self, triton_requests):",
+                     "import triton_python_backend_utils as pb_utils"), "proxy model")
 
 
 def patch_generated_models() -> None:
