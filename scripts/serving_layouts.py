@@ -71,32 +71,36 @@ def p50(report: dict, level: int) -> float:
     return next(r["latency_p50_s"] for r in report["levels"] if r["concurrency"] == level)
 
 
+def median_throughput(reports: list[dict], level: int) -> float:
+    """A layout's audio-s/s at `level`, median over its repeats."""
+    return float(np.median([throughput(r, level) for r in reports]))
+
+
 def summary_table(runs: dict, levels: list[int]) -> str:
     """Medians over the repeats; the last column compares with the first layout's throughput at 1 client."""
     low, high = min(levels), max(levels)
     names = list(runs)
-    base = float(np.median([throughput(r, low) for r in runs[names[0]]]))
+    medians = {name: {level: median_throughput(reports, level) for level in (low, high)}
+               for name, reports in runs.items()}
+    base = medians[names[0]][low]
     lines = [f"| layout (instances:threads:max batch:spin) | audio-s/s at {low} | p50 s at {low} | audio-s/s at "
              f"{high} | {high} vs {low}, same layout | {high} vs {names[0]} at {low} | errors | mismatches |",
              "|" + "---|" * 8]
     for name in names:
         reports = runs[name]
-        at_low = float(np.median([throughput(r, low) for r in reports]))
-        at_high = float(np.median([throughput(r, high) for r in reports]))
+        at_low, at_high = medians[name][low], medians[name][high]
         latency = float(np.median([p50(r, low) for r in reports]))
         errors = sum(x["errors"] for r in reports for x in r["levels"])
         mismatches = sum(x["mismatches"] for r in reports for x in r["levels"])
         lines.append(f"| {name} | {at_low:.3f} | {latency:.2f} | {at_high:.3f} | {at_high / at_low:.2f}x | "
                      f"{at_high / base:.2f}x | {errors} | {mismatches} |")
-    return "\n".join(lines + ["", envelope(runs, levels)])
+    return "\n".join(lines + ["", envelope(medians, low, high)])
 
 
-def envelope(runs: dict, levels: list[int]) -> str:
+def envelope(medians: dict, low: int, high: int) -> str:
     """The best throughput any measured layout reached at the lowest and at the highest level: a server that
-    switched between these layouts by load could at most pair those two, so their ratio bounds its gain."""
-    low, high = min(levels), max(levels)
-    medians = {name: {level: float(np.median([throughput(r, level) for r in reports])) for level in (low, high)}
-               for name, reports in runs.items()}
+    switched between these layouts by load could at most pair those two, so their ratio bounds its gain.
+    `medians`: {layout: {level: median audio-s/s}}."""
     best_low = max(medians, key=lambda n: medians[n][low])
     best_high = max(medians, key=lambda n: medians[n][high])
     ratio = medians[best_high][high] / medians[best_low][low]
