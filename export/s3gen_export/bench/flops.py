@@ -12,6 +12,8 @@ from pathlib import Path
 
 from s3gen_runtime.cpu import cpu_info
 
+from .ceiling import ceiling_of
+
 FIT_FRAMES = (64, 128)
 FMA_UNITS = 2      # per core: what current x86 server cores have; the estimate states it
 
@@ -80,8 +82,6 @@ def call_gflops(flop_model: dict, row: dict) -> float:
 
 def efficiency_lines(speed: dict, flop_model: dict | None, peak: dict | None) -> list[str]:
     """A table of achieved GFLOP/s per estimator call against the clock-based peak and the measured GEMM ceiling."""
-    from .ceiling import ceiling_of
-
     if not flop_model or not speed:
         return []
     peak_g = (peak or {}).get("gflops")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .flops import efficiency_lines
+from .ceiling import ceiling_of
+from .flops import call_gflops, efficiency_lines
 from .scaling import ATTENTION
 from .meanflow import meanflow_section, meanflow_target
 from .voice import voice_section
@@ -49,9 +50,6 @@ def _needed_estimator_speedup(base, row, target) -> str:
 
 def _ceiling_bound(speed: dict, base: dict, precision: str) -> str:
     """The most any graph of the estimator's FLOPs could run per call, at the measured GEMM ceiling."""
-    from .ceiling import ceiling_of
-    from .flops import call_gflops
-
     ceiling, model = ceiling_of(speed, precision), speed.get("estimator_flops")
     if not ceiling or not model or not base.get("estimator_call_seconds"):
         return ""
