@@ -348,3 +348,34 @@ def test_voice_graphs_come_together_and_in_fp32():
     data["components"].update(voice_components(precision="int8"))
     with pytest.raises(ManifestError, match=r"components.speaker_encoder.precision must be fp32"):
         Manifest.from_dict(data)
+
+
+# ---------------------------------------------------------------- export record
+
+def export_record() -> dict:
+    build = {"key": sha(b"encoder key"), "reused": False, "export_s": 61.2, "validate_s": 2.3}
+    return {"jobs": 2, "seconds": 117.0, "graphs": {"encoder": build, "estimator": {**build, "reused": True}}}
+
+
+def test_export_record_round_trips_and_is_optional(folder):
+    assert load_manifest(folder).export is None and "export" not in load_manifest(folder).to_dict()
+    data = {**manifest_dict(), "export": export_record()}
+    write_dict(folder, data)
+    m = load_manifest(folder)
+    assert m.export.jobs == 2 and m.export.graphs["estimator"].reused and m.export.graphs["encoder"].export_s == 61.2
+    assert m.to_dict() == data
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda e: e["graphs"]["encoder"].update(key="abc"), r"export\.graphs\.encoder\.key"),
+    (lambda e: e["graphs"]["encoder"].update(seconds=1.0), r"unknown key export\.graphs\.encoder\.seconds"),
+    (lambda e: e["graphs"]["encoder"].update(export_s=-1.0), r"export\.graphs\.encoder\.export_s"),
+    (lambda e: e.update(jobs=0), r"export\.jobs must be >= 1"),
+    (lambda e: e["graphs"].update(vocoder=e["graphs"]["encoder"]), "export.graphs names vocoder, not components"),
+])
+def test_a_bad_export_record_is_refused(folder, mutate, match):
+    record = export_record()
+    mutate(record)
+    write_dict(folder, {**manifest_dict(), "export": record})
+    with pytest.raises(ManifestError, match=match):
+        load_manifest(folder)

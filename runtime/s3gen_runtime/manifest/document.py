@@ -9,8 +9,8 @@ from typing import Optional
 from ..errors import ArtifactError, ManifestError
 from .fields import read_dict, read_list, read_object, type_error
 from .graphs import VOICE_COMPONENTS, Component, Engine
-from .sections import (Audio, Checkpoint, Defaults, Tool, Tuning, Versions, VocoderSource, bucket_from_dict,
-                       bucket_to_dict)
+from .sections import (Audio, Checkpoint, Defaults, ExportRecord, Tool, Tuning, Versions, VocoderSource,
+                       bucket_from_dict, bucket_to_dict)
 
 # 2: fused-attention estimators, int8 self-test records
 SCHEMA_VERSION = 2
@@ -30,8 +30,9 @@ def _no_duplicate_keys(pairs) -> dict:
 
 _TOP_KEYS = ("schema_version", "tool", "versions", "checkpoint", "audio", "defaults", "buckets",
              "components", "engines", "tuning")
-# optional: manifests written before Vocos support have no "vocoder" record (their vocoder is HiFT)
-_OPTIONAL_KEYS = ("vocoder",)
+# optional: manifests written before Vocos support have no "vocoder" record (their vocoder is HiFT), and those
+# written before incremental export no "export" record
+_OPTIONAL_KEYS = ("vocoder", "export")
 
 
 def _check_schema_version(data) -> None:
@@ -77,6 +78,7 @@ class Manifest:
     tuning: Optional[Tuning] = None
     schema_version: int = field(default=SCHEMA_VERSION)
     vocoder: VocoderSource = field(default_factory=VocoderSource.hift)
+    export: Optional[ExportRecord] = None
 
     @classmethod
     def from_dict(cls, data) -> "Manifest":
@@ -97,10 +99,14 @@ class Manifest:
             if e.bucket not in bucket_names:
                 raise ManifestError(f"engines[{i}].bucket {e.bucket!r} is not a bucket ({', '.join(bucket_names)})")
         tuning = None if d["tuning"] is None else Tuning.from_dict(d["tuning"])
+        export = ExportRecord.from_dict(d["export"]) if "export" in d else None
+        stray = sorted(set(export.graphs) - set(components)) if export is not None else []
+        if stray:
+            raise ManifestError(f"export.graphs names {', '.join(stray)}, not components ({', '.join(components)})")
         return cls(Tool.from_dict(d["tool"]), Versions.from_dict(d["versions"]),
                    Checkpoint.from_dict(d["checkpoint"]), Audio.from_dict(d["audio"]),
                    Defaults.from_dict(d["defaults"]), buckets, components, engines, tuning, d["schema_version"],
-                   VocoderSource.from_dict(d["vocoder"]) if "vocoder" in d else VocoderSource.hift())
+                   VocoderSource.from_dict(d["vocoder"]) if "vocoder" in d else VocoderSource.hift(), export)
 
     def to_dict(self) -> dict:
         return {
@@ -116,6 +122,7 @@ class Manifest:
             "tuning": None if self.tuning is None else self.tuning.to_dict(),
             # absent means the checkpoint's HiFT: manifests of HiFT exports read and write as before
             **({} if self.vocoder == VocoderSource.hift() else {"vocoder": self.vocoder.to_dict()}),
+            **({} if self.export is None else {"export": self.export.to_dict()}),
         }
 
     def dumps(self) -> str:

@@ -10,7 +10,7 @@ from .. import constants as C
 from ..buckets import Bucket
 from ..errors import InputError, ManifestError
 from ..solvers import SOLVERS
-from .fields import (json_copy, key_path, read_choice, read_dict, read_float, read_int, read_object,
+from .fields import (json_copy, key_path, read_bool, read_choice, read_dict, read_float, read_int, read_object,
                      read_opt_str, read_sha256, read_str)
 
 TOOL_NAME = "s3gen-aot"
@@ -206,3 +206,44 @@ class VocoderSource:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "source": self.source, "config_sha256": self.config_sha256,
                 "weights_sha256": self.weights_sha256, "parameters": self.parameters}
+
+
+@dataclass(frozen=True)
+class GraphBuild:
+    """How one graph of the folder was made: the key of what it was made from (its weights, spec, precision
+    settings, the exporter's code and library versions; equal keys mean the export would write the same
+    graph), whether this export reused it from the folder, and the seconds it took when it was made."""
+
+    key: str
+    reused: bool
+    export_s: float
+    validate_s: float
+
+    @classmethod
+    def from_dict(cls, data, path: str) -> "GraphBuild":
+        d = read_object(data, path, ("key", "reused", "export_s", "validate_s"))
+        return cls(read_sha256(d, "key", path), read_bool(d, "reused", path),
+                   read_float(d, "export_s", path, nonnegative=True), read_float(d, "validate_s", path, nonnegative=True))
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "reused": self.reused, "export_s": self.export_s, "validate_s": self.validate_s}
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    """The export run that wrote the folder: worker processes, wall seconds, and one GraphBuild per graph.
+    Absent from manifests written before incremental export (nothing in them can be reused)."""
+
+    jobs: int
+    seconds: float
+    graphs: dict   # graph name -> GraphBuild
+
+    @classmethod
+    def from_dict(cls, data, path: str = "export") -> "ExportRecord":
+        d = read_object(data, path, ("jobs", "seconds", "graphs"))
+        graphs = {name: GraphBuild.from_dict(g, key_path(key_path(path, "graphs"), name))
+                  for name, g in read_dict(d, "graphs", path).items()}
+        return cls(read_int(d, "jobs", path, minimum=1), read_float(d, "seconds", path, nonnegative=True), graphs)
+
+    def to_dict(self) -> dict:
+        return {"jobs": self.jobs, "seconds": self.seconds, "graphs": {n: g.to_dict() for n, g in self.graphs.items()}}
