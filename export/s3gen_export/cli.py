@@ -93,14 +93,18 @@ def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Artifact folder.")
-@click.option("--force", is_flag=True, help="Overwrite a non-empty output folder.")
+@click.option("--force", is_flag=True, help="Rebuild every graph, and overwrite a non-empty folder that holds no "
+                                           "artifacts (without it, unchanged graphs of an earlier export are reused).")
 @click.option("--int8", is_flag=True, help="Also write int8 (dynamic, selective) encoder and estimator graphs.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Graphs exported side by side, one worker process each [default: one per core, as memory allows].")
 @click.option("--buckets", type=BucketSizes(), default=None,
               help="Comma-separated mel-frame buckets, e.g. 256,512,1024,2048,4096.")
 @click.option("--vocoder", default="hift", show_default=True,
               help="'hift' (the checkpoint's) or 'vocos:DIR': a Vocos model (config.yaml + pytorch_model.bin) "
                    "trained on S3Gen's mel features; any other features are refused before export.")
-def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: tuple | None, vocoder: str) -> None:
+def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, jobs: int | None, buckets: tuple | None,
+               vocoder: str) -> None:
     """Export CHECKPOINT's graphs to ONNX, validate them against PyTorch, write the manifest."""
     from s3gen_runtime.buckets import DEFAULT_BUCKETS
     from .checkpoint import CheckpointError
@@ -110,7 +114,7 @@ def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, buckets: tu
     try:
         from .vocos_export import parse_vocoder_option
         export_checkpoint(checkpoint, out, force=force, int8=int8, buckets=buckets or DEFAULT_BUCKETS,
-                          progress=click.echo, vocos=parse_vocoder_option(vocoder))
+                          progress=click.echo, vocos=parse_vocoder_option(vocoder), jobs=jobs)
     except (ExportError, CheckpointError, S3GenError, ValueError) as e:
         _fail(str(e))
 

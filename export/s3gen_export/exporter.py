@@ -1,28 +1,36 @@
-"""The export pipeline: checkpoint -> prepared model -> one ONNX graph per spec -> validation ->
-(optional int8) -> manifest. Each stage is a function; the CLI strings them together."""
+"""The export pipeline: checkpoint -> prepared model -> one job per graph (export, validate against eager,
+optional int8), run side by side in worker processes -> manifest. Graphs whose inputs are unchanged since the
+folder's last export are reused; everything is written in a staging folder and swapped in at the end
+(incremental.py). Each stage is a function; the CLI strings them together."""
 from __future__ import annotations
 
-import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from s3gen_runtime import __version__ as runtime_version
+from s3gen_runtime.backends.base import INT8_SUFFIX
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
-from s3gen_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, Manifest, VocoderSource, sha256_file,
-                                    write_manifest)
+from s3gen_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, ExportRecord, GraphBuild, Manifest,
+                                    VocoderSource, sha256_file, write_manifest)
 
 from .checkpoint import file_sha256
-from .components import specs_for_variant
+from .components import ComponentSpec, specs_for_variant
+from .graph_jobs import BuiltGraph, GraphJob, default_jobs, run_jobs
 from .graphs import ExportedGraph, ExportError
+from .incremental import (carry_over, export_context, graph_key, library_versions as _library_versions, link_into,
+                          previous_manifest, reusable, staging_folder, swap_in, weights_hash)
 from .model.s3gen import S3Gen, load_s3gen
-from .onnx_export import export_component
+from .quantize import QUANTIZABLE
 from .transforms import prepare_for_export
-from .validate import validate_component
 from .vocos_export import load_vocoder, vocos_spec
 
 Progress = Callable[[str], None]
+# The order jobs start in: longest first, so the last graph to finish is a short one (seconds measured on
+# 2 cores; bench section "export" has the current ones).
+JOB_ORDER = ("encoder", "estimator_cfg", "estimator", "speaker_encoder", "vocoder", "tokenizer")
 
 
 @dataclass
@@ -31,6 +39,7 @@ class ExportResult:
     variant: str
     graphs: list[ExportedGraph] = field(default_factory=list)
     manifest: Manifest | None = None
+    reused: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -42,40 +51,28 @@ def check_output_folder(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"output {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
-        raise ExportError(f"output folder {out} is not empty; pass --force to overwrite it")
+        raise ExportError(f"output folder {out} is not empty and holds no valid artifacts to re-export into; "
+                          "pass --force to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
 
 
-def export_graphs(model: S3Gen, out: Path, checkpoint_sha: str, progress: Progress = print,
-                  specs=None) -> list[ExportedGraph]:
-    graphs = []
-    specs = specs or specs_for_variant(model.variant, voice=model.has_voice)
-    for i, spec in enumerate(specs):
-        start = time.perf_counter()
-        progress(f"[{i + 1}/{len(specs)}] exporting {spec.name} ({spec.description})")
-        path = export_component(model, spec, Path(out) / f"{spec.name}.onnx",
-                                metadata={"variant": model.variant, "checkpoint_sha256": checkpoint_sha,
-                                          "schema_version": str(SCHEMA_VERSION), "precision": "fp32"})
-        progress(f"      {path.name}: {path.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
-        graphs.append(ExportedGraph(spec, path))
-    return graphs
-
-
-def validate_graphs(model: S3Gen, graphs: list[ExportedGraph], progress: Progress = print) -> None:
-    for g in graphs:
-        if g.precision != "fp32":
-            continue   # quantized graphs are validated against fp32 by quantize.py
-        start = time.perf_counter()
-        g.report = validate_component(model, g.spec, g.path, progress=progress)
-        progress(g.report.table() + f"\n  ({time.perf_counter() - start:.1f} s)")
-
-
 def library_versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
-    return {"python": platform.python_version(), "torch": torch.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "tensorrt": None}
+    """The manifest's `versions` record."""
+    versions = _library_versions()
+    return {**{k: versions[k] for k in ("python", "torch", "onnx", "onnxruntime")}, "tensorrt": None}
+
+
+def graph_keys(model: S3Gen, specs: tuple[ComponentSpec, ...], int8: bool) -> dict[str, str]:
+    """name -> key for every graph file the export makes (fp32, and int8 copies when asked)."""
+    context = export_context()
+    keys = {}
+    for spec in specs:
+        source = None if spec.build_reference is not None else model
+        weights = weights_hash(spec.build_module(source))
+        keys[spec.name] = graph_key(weights, spec.spec_hash(), "fp32", context)
+        if int8 and spec.name in QUANTIZABLE and not spec.fp32_only:
+            keys[spec.name + INT8_SUFFIX] = graph_key(weights, spec.spec_hash(), "int8", context)
+    return keys
 
 
 def component_record(out: Path, g: ExportedGraph) -> dict:
@@ -91,8 +88,9 @@ def selftest_record(out: Path, selftest: dict | None) -> dict | None:
     return {**selftest, "sha256": sha256_file(Path(out) / selftest["file"])}
 
 
-def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, graphs: list[ExportedGraph],
-                   buckets=DEFAULT_BUCKETS, vocoder: dict | None = None) -> Manifest:
+def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, components: dict,
+                   buckets=DEFAULT_BUCKETS, vocoder: dict | None = None, export: ExportRecord | None = None) -> Manifest:
+    """`components`: graph name -> its manifest record (component_record)."""
     data = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "s3gen-aot", "version": runtime_version},
@@ -101,26 +99,57 @@ def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: st
         "audio": Audio.current().to_dict(),
         "defaults": Defaults.upstream(variant).to_dict(),
         "buckets": [{"name": b.name, "mel_frames": b.mel_frames} for b in make_buckets(buckets)],
-        "components": {g.name: component_record(Path(out), g) for g in graphs},
+        "components": components,
         "engines": [],
         "tuning": None,
         "vocoder": vocoder or VocoderSource.hift().to_dict(),
+        **({"export": export.to_dict()} if export is not None else {}),
     }
     return Manifest.from_dict(data)
 
 
+def reuse_files(previous: Manifest, src: Path, names: list[str], staging: Path) -> None:
+    """Link the reused graphs (and their self-test probes) into the staging folder."""
+    for name in names:
+        component = previous.components[name]
+        link_into(src / component.file, staging / component.file)
+        if component.selftest is not None:
+            link_into(src / component.selftest.file, staging / component.selftest.file)
+
+
+def plan_jobs(checkpoint: Path, specs, keys: dict, reused: set, staging: Path, metadata: dict, int8: bool,
+              vocos: Path | None) -> list[GraphJob]:
+    """One job per graph that is not reused whole; a reused fp32 graph whose int8 copy is new only quantizes."""
+    jobs = []
+    for spec in sorted(specs, key=lambda s: JOB_ORDER.index(s.name) if s.name in JOB_ORDER else len(JOB_ORDER)):
+        int8_name = spec.name + INT8_SUFFIX
+        wants_int8 = int8_name in keys and int8_name not in reused
+        if spec.name in reused and not wants_int8:
+            continue
+        jobs.append(GraphJob(checkpoint, spec.name, staging, metadata, int8=wants_int8,
+                             vocos=vocos if spec.name == "vocoder" else None, fp32_ready=spec.name in reused))
+    return jobs
+
+
 def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8: bool = False,
-                      buckets=DEFAULT_BUCKETS, progress: Progress = print, vocos: Path | None = None) -> ExportResult:
+                      buckets=DEFAULT_BUCKETS, progress: Progress = print, vocos: Path | None = None,
+                      jobs: int | None = None) -> ExportResult:
     """Export every graph of the checkpoint's variant into `out`, validate them, write the manifest.
     With `vocos` (a Vocos folder), that model is the `vocoder` graph instead of the checkpoint's HiFT.
 
+    `out` may hold an earlier export: graphs whose key is unchanged are reused (`force`: rebuild all).
+    `jobs`: worker processes (default: one per core, as memory allows). `out` changes in one step at the end;
+    on any failure it is left as it was.
+
     Raises VocosMismatch before anything is written if the Vocos model was trained on other features;
-    ExportError (after writing the graphs, without a manifest) if any graph misses its tolerances."""
+    ExportError (the graphs kept in a staging folder beside `out`, which is unchanged) if any graph misses
+    its tolerances."""
+    started = time.perf_counter()
     checkpoint, out = Path(checkpoint), Path(out)
     make_buckets(buckets)   # bad bucket tables fail before minutes of export
     vocoder = load_vocoder(vocos, progress) if vocos is not None else None
-    check_output_folder(out, force)
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    previous = None if force else previous_manifest(out)
+    check_output_folder(out, force or previous is not None)
     progress(f"loading {checkpoint}")
     checkpoint_sha = file_sha256(checkpoint)
     model = prepare_for_export(load_s3gen(checkpoint))
@@ -130,16 +159,46 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     specs = specs_for_variant(model.variant, voice=model.has_voice)
     if vocoder is not None:
         specs = tuple(vocos_spec(vocoder.model) if s.name == "vocoder" else s for s in specs)
-    result = ExportResult(out, model.variant, export_graphs(model, out, checkpoint_sha, progress, specs))
-    validate_graphs(model, result.graphs, progress)
-    if int8:
-        from .quantize import quantize_graphs
-        result.graphs += quantize_graphs(model, result.graphs, out, progress)
+    keys = graph_keys(model, specs, int8)
+    reused = {name for name, key in keys.items() if reusable(previous, name, key)}
+    if reused:
+        progress(f"reusing {', '.join(n for n in keys if n in reused)} (same weights, spec, exporter and versions)")
+    staging = staging_folder(out)
+    try:
+        reuse_files(previous, out, [n for n in keys if n in reused], staging)
+        metadata = {"variant": model.variant, "checkpoint_sha256": checkpoint_sha,
+                    "schema_version": str(SCHEMA_VERSION), "precision": "fp32"}
+        todo = plan_jobs(checkpoint, specs, keys, reused, staging, metadata, int8, vocos)
+        workers = min(jobs or default_jobs(len(todo)), max(1, len(todo)))
+        if todo:
+            progress(f"exporting {', '.join(j.spec_name for j in todo)} with {workers} worker(s)")
+        built = run_jobs(todo, workers, progress, model=model)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    by_spec = {s.name: s for s in specs}
+    result = ExportResult(out, model.variant, reused=sorted(reused))
+    result.graphs = [ExportedGraph(by_spec[b.spec_name], staging / b.file, precision=b.precision, report=b.report,
+                                   name=b.name, selftest=b.selftest) for b in built]
     failed = [g.name for g in result.graphs if not g.report.passed]
     if failed:
-        raise ExportError(f"validation failed for {', '.join(failed)}: see the error tables above; no manifest written")
-    result.manifest = build_manifest(out, model.variant, checkpoint, checkpoint_sha, result.graphs, buckets,
-                                     vocoder.record if vocoder is not None else None)
-    write_manifest(out, result.manifest)
-    progress(f"wrote {out / MANIFEST_NAME}")
+        raise ExportError(f"validation failed for {', '.join(failed)}: see the error tables above; {out} is "
+                          f"unchanged and the graphs are in {staging}")
+    components = {**{n: previous.components[n].to_dict() for n in reused},
+                  **{g.name: component_record(staging, g) for g in result.graphs}}
+    builds = {**{n: GraphBuild(keys[n], True, previous.export.graphs[n].export_s, previous.export.graphs[n].validate_s)
+                 for n in reused},
+              **{b.name: GraphBuild(keys[b.name], False, round(b.export_s, 2), round(b.validate_s, 2)) for b in built}}
+    record = ExportRecord(max(workers, 1) if todo else 1, round(time.perf_counter() - started, 2), builds)
+    result.manifest = build_manifest(out, model.variant, checkpoint, checkpoint_sha, components, buckets,
+                                     vocoder.record if vocoder is not None else None, record)
+    carried = carry_over(out, staging)
+    if carried:
+        progress(f"kept {len(carried)} other file(s) of {out}: {', '.join(carried[:5])}{' ...' if len(carried) > 5 else ''}")
+    write_manifest(staging, result.manifest)
+    swap_in(staging, out)
+    for g in result.graphs:
+        g.path = out / g.path.relative_to(staging)
+    progress(f"wrote {out / MANIFEST_NAME} ({len(built)} graph file(s) made, {len(reused)} reused) "
+             f"in {time.perf_counter() - started:.1f} s")
     return result

@@ -134,22 +134,24 @@ def write_selftest(spec, fp32_path: Path, int8_path: Path, probe_path: Path, see
             "cpu": cpu_info()}
 
 
+def quantize_one(g: ExportedGraph, out: Path, progress=print) -> ExportedGraph:
+    """The int8 copy of one fp32 graph, validated against it and given its load-time self-test probe."""
+    start = time.perf_counter()
+    name = f"{g.spec.name}{INT8_SUFFIX}"
+    dst = Path(out) / f"{name}.onnx"
+    quantized, kept = quantize_graph(g.path, dst, name)
+    sessions = (onnx_session(g.path), onnx_session(dst))   # opened once for both checks
+    report = validate_int8(g.spec, g.path, dst, sessions=sessions)
+    selftest = write_selftest(g.spec, g.path, dst, Path(out) / SELFTEST_DIR / f"{name}.npz", sessions=sessions)
+    del sessions
+    progress(f"int8 {name}: {quantized} MatMuls quantized, {kept} kept fp32, "
+             f"{dst.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
+    progress(report.table())
+    return ExportedGraph(g.spec, dst, precision="int8", report=report, name=name,
+                         selftest={"file": f"{SELFTEST_DIR}/{name}.npz", **selftest})
+
+
 def quantize_graphs(model, graphs, out: Path, progress=print):
-    """int8 copies of the quantizable fp32 graphs, each validated against its fp32 original and given
-    its load-time self-test probe."""
-    made = []
-    for g in [g for g in graphs if g.precision == "fp32" and g.spec.name in QUANTIZABLE and not g.spec.fp32_only]:
-        start = time.perf_counter()
-        name = f"{g.spec.name}{INT8_SUFFIX}"
-        dst = Path(out) / f"{name}.onnx"
-        quantized, kept = quantize_graph(g.path, dst, name)
-        sessions = (onnx_session(g.path), onnx_session(dst))   # opened once for both checks
-        report = validate_int8(g.spec, g.path, dst, sessions=sessions)
-        selftest = write_selftest(g.spec, g.path, dst, Path(out) / SELFTEST_DIR / f"{name}.npz", sessions=sessions)
-        del sessions
-        progress(f"int8 {name}: {quantized} MatMuls quantized, {kept} kept fp32, "
-                 f"{dst.stat().st_size / 1e6:.0f} MB in {time.perf_counter() - start:.1f} s")
-        progress(report.table())
-        made.append(ExportedGraph(g.spec, dst, precision="int8", report=report, name=name,
-                                  selftest={"file": f"{SELFTEST_DIR}/{name}.npz", **selftest}))
-    return made
+    """int8 copies of the quantizable fp32 graphs (quantize_one each)."""
+    return [quantize_one(g, out, progress) for g in graphs
+            if g.precision == "fp32" and g.spec.name in QUANTIZABLE and not g.spec.fp32_only]

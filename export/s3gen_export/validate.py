@@ -86,10 +86,20 @@ def reference_outputs(module: torch.nn.Module, spec: ComponentSpec, feeds: dict[
     return [o.numpy() for o in out]
 
 
+_session_threads = 0   # ONNX Runtime's default (one per core); export workers take their share
+
+
+def set_session_threads(threads: int) -> None:
+    """Intra-op threads of the sessions this process opens for validation (0: ONNX Runtime's default)."""
+    global _session_threads
+    _session_threads = threads
+
+
 def onnx_session(path: Path):
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = _session_threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -63,6 +63,8 @@ def replace_vocoder(folder, vocos_folder, progress: Progress = print) -> dict:
     data["components"]["vocoder"] = component_record(folder, graph)
     data["engines"] = [e for e in data["engines"] if e["graph"] != "vocoder"]
     data["vocoder"] = loaded.record
+    if "export" in data:   # the old vocoder's build record would let a re-export "reuse" the Vocos file as HiFT
+        data["export"]["graphs"].pop("vocoder", None)
     write_manifest(folder, type(manifest).from_dict(data))
     return data
 

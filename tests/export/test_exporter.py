@@ -11,7 +11,7 @@ import pytest
 from s3gen_export.components import specs_for_variant
 from s3gen_export.components.base import Case
 from s3gen_export.exporter import check_output_folder, export_checkpoint
-from s3gen_export.graphs import ExportedGraph, ExportError
+from s3gen_export.graphs import ExportError
 from s3gen_export.onnx_export import random_ops, read_metadata
 from s3gen_runtime.audio import apply_trim_fade
 from s3gen_runtime.manifest import SCHEMA_VERSION, load_manifest, sha256_file
@@ -175,21 +175,49 @@ def test_unknown_variant_is_refused():
         specs_for_variant("turbo-xl")
 
 
+def _failing_jobs(source):
+    """A run_jobs stand-in: every job's graph is the file of `source`, and every validation misses."""
+    import shutil
+
+    from s3gen_export.graph_jobs import BuiltGraph
+    from s3gen_export.validate import CaseResult, ValidationReport
+
+    def run(jobs, workers, progress=print, model=None):
+        built = []
+        for job in jobs:
+            shutil.copy(source / f"{job.spec_name}.onnx", job.folder / f"{job.spec_name}.onnx")
+            report = ValidationReport(job.spec_name, [CaseResult("forced", problems=["forced miss"])], {})
+            built.append(BuiltGraph(job.spec_name, job.spec_name, f"{job.spec_name}.onnx", "fp32", report, 0.0, 0.0))
+        return built
+    return run
+
+
 def test_tolerance_miss_fails_export_without_manifest(exported, synthetic_checkpoint, tmp_path, monkeypatch):
     """A validation miss raises and leaves no manifest (so the runtime cannot load the folder)."""
     import s3gen_export.exporter as exporter
-    from s3gen_export.validate import ValidationReport, CaseResult
 
-    def failing(model, graphs, progress=print):
-        for g in graphs:
-            g.report = ValidationReport(g.spec.name, [CaseResult("forced", problems=["forced miss"])], {})
-    monkeypatch.setattr(exporter, "export_graphs", lambda model, out, sha, progress, specs=None: [
-        ExportedGraph(s, exported("standard") / f"{s.name}.onnx") for s in specs_for_variant("standard")])
-    monkeypatch.setattr(exporter, "validate_graphs", failing)
+    monkeypatch.setattr(exporter, "run_jobs", _failing_jobs(exported("standard")))
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="validation failed"):
         export_checkpoint(synthetic_checkpoint("standard"), out, progress=lambda m: None)
     assert not (out / "manifest.json").exists()
+
+
+def test_tolerance_miss_leaves_a_valid_folder_as_it_was(exported, synthetic_checkpoint, tmp_path, monkeypatch):
+    """A forced re-export over valid artifacts that fails validation changes nothing in them."""
+    import sys
+    from pathlib import Path
+
+    import s3gen_export.exporter as exporter
+    sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
+    from pipeline_helpers import linked_copy
+
+    out = linked_copy(exported("standard"), tmp_path / "out")
+    before = load_manifest(out).to_dict()
+    monkeypatch.setattr(exporter, "run_jobs", _failing_jobs(exported("standard")))
+    with pytest.raises(ExportError, match="unchanged"):
+        export_checkpoint(synthetic_checkpoint("standard"), out, force=True, progress=lambda m: None)
+    assert load_manifest(out, verify=True).to_dict() == before
 
 
 def test_manifest_is_json_with_schema_version(exported):
@@ -211,25 +239,18 @@ def flow_only_checkpoint(tmp_path_factory):
 
 
 def graphs_written(monkeypatch, checkpoint, out, **options):
-    """Run export_checkpoint with graph writing replaced by a recorder; stop after the graphs: which specs
-    would be written (name -> spec), and the progress messages."""
+    """Run export_checkpoint with the graph jobs replaced by a recorder; stop before they would run: which
+    specs would be written (name -> spec), and the progress messages."""
     from s3gen_export import exporter
+    from s3gen_export.graph_jobs import job_spec
 
     written = {}
 
-    def record(model, spec, path, metadata):
-        written[spec.name] = spec
-        path.write_bytes(b"")
-        return path
-
-    real_export_graphs = exporter.export_graphs
-
-    def export_then_stop(*args, **kwargs):
-        real_export_graphs(*args, **kwargs)
+    def record(jobs, workers, progress=print, model=None):
+        written.update({job.spec_name: job_spec(job, model) for job in jobs})
         raise _Stop
 
-    monkeypatch.setattr(exporter, "export_component", record)
-    monkeypatch.setattr(exporter, "export_graphs", export_then_stop)
+    monkeypatch.setattr(exporter, "run_jobs", record)
     messages = []
     with pytest.raises(_Stop):
         exporter.export_checkpoint(checkpoint, out, progress=messages.append, **options)
