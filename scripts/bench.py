@@ -29,6 +29,9 @@ def main(argv=None) -> int:
                         help="checkpoint, export and raw outputs")
     parser.add_argument("--artifacts", type=Path, default=None,
                         help="use this export of --checkpoint as is (no int8 numbers if it has no int8 graphs)")
+    parser.add_argument("--meanflow", type=Path, nargs=2, metavar=("CHECKPOINT", "ARTIFACTS"), default=None,
+                        help="a meanflow checkpoint and its export for sections e and g, used as they are "
+                             "(default: the synthetic one, exported with int8 in --workdir)")
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild summary.md and the plots from the JSON already in --out; measure nothing")
@@ -42,7 +45,7 @@ def main(argv=None) -> int:
         parser.error("--artifacts needs the --checkpoint it was exported from (the eager baseline loads it)")
     sections = tuple(s for s in args.sections.split(",") if s)
     run_bench(args.out, quick=args.quick, checkpoint=args.checkpoint, workdir=args.workdir, artifacts=args.artifacts,
-              sections=sections, progress=log)
+              sections=sections, progress=log, meanflow=args.meanflow)
     return 0
 
 

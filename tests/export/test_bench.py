@@ -32,7 +32,8 @@ def quick(exported, synthetic_checkpoint, tmp_path_factory):
     work = tmp_path_factory.mktemp("bench_work")
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick", "--out", str(out),
                            "--checkpoint", str(synthetic_checkpoint("standard")), "--artifacts",
-                           str(exported("standard")), "--workdir", str(work)],
+                           str(exported("standard")), "--workdir", str(work), "--meanflow",
+                           str(synthetic_checkpoint("meanflow")), str(exported("meanflow"))],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout

@@ -4,7 +4,7 @@
 
 Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
 d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py), g. streaming (streaming.py),
-h. Vocos vs HiFT (vocos.py). Each writes <section>.json into `out`; report.py writes summary.md and
+h. Vocos vs HiFT (vocos.py), i. export time per graph (export_time.py; not in --quick). Each writes <section>.json into `out`; report.py writes summary.md and
 plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
 and reused while current (setup.py).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from .common import Progress, load_average, machine_info, write_json
 from .config import BenchConfig
 
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming", "vocos")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming", "vocos", "export_time")
 
 
 def section_dates(out: Path, sections, date: str) -> dict:
@@ -41,12 +41,15 @@ def section_dates(out: Path, sections, date: str) -> dict:
 
 
 def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/bench", artifacts=None,
-              sections=SECTIONS, config: BenchConfig | None = None, progress: Progress = print) -> dict:
+              sections=SECTIONS, config: BenchConfig | None = None, progress: Progress = print,
+              meanflow=None) -> dict:
     """Run the benchmark sections and write their JSON, summary.md and PNGs into `out`.
 
     checkpoint: a standard S3Gen checkpoint (default: the synthetic one, written to workdir when absent).
     artifacts: an existing export of that checkpoint to use as is (int8 sections are skipped when it
-    has no int8 graphs); default: workdir/synthetic, exported with int8 unless current."""
+    has no int8 graphs); default: workdir/synthetic, exported with int8 unless current.
+    meanflow: (checkpoint, artifacts) of a meanflow export to use as is in sections e and g; default: the
+    synthetic one, exported with int8 into workdir."""
     from .plots import plot_fidelity, plot_memory, plot_scaling, plot_speed
     from .report import write_summary
     from .setup import ensure_artifacts, ensure_checkpoint, has_int8
@@ -142,7 +145,7 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         progress("[e] meanflow (Turbo): eager vs ONNX Runtime fp32 / int8, 2 steps without CFG")
         from .meanflow import run_meanflow
 
-        results["meanflow"] = run_meanflow(cfg, workdir, progress)
+        results["meanflow"] = run_meanflow(cfg, workdir, progress, *(meanflow or ()))
         write_json(out / "meanflow.json", results["meanflow"])
         progress(f"[e] done in {results['meanflow']['seconds'] / 60:.1f} min")
     if "voice" in sections:
@@ -159,7 +162,7 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         from .streaming import run_streaming
 
         others = {"standard int8": S3GenRuntime(artifacts, precision="int8")} if int8 else {}
-        meanflow_folder = workdir / "synthetic_meanflow"   # section e's export, when there is one
+        meanflow_folder = Path(meanflow[1]) if meanflow else workdir / "synthetic_meanflow"   # section e's export
         if (meanflow_folder / "manifest.json").is_file():
             others["meanflow fp32"] = S3GenRuntime(meanflow_folder)
         results["streaming"] = run_streaming(S3GenRuntime(artifacts), cfg.quick, progress, others)
@@ -173,6 +176,17 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
 
         results["vocos"] = run_vocos(artifacts, workdir / "vocos", cfg.vocos_lengths_s, cfg.vocos_repeats, progress)
         write_json(out / "vocos.json", results["vocos"])
+    if "export_time" in sections and cfg.quick:
+        progress("[i] export time: skipped in --quick (it runs four exports, minutes)")
+    elif "export_time" in sections:
+        progress("[i] export time: s3gen-aot export as a user runs it (standard, + int8, unchanged, meanflow)")
+        from .export_time import plot_export_time, run_export_time
+
+        checkpoints = {"standard": checkpoint, "meanflow": ensure_checkpoint(
+            workdir / "synthetic_meanflow.safetensors", progress, variant="meanflow")}
+        results["export_time"] = run_export_time(checkpoints, workdir / "export_time", progress)
+        write_json(out / "export_time.json", results["export_time"])
+        plots += plot_export_time(results["export_time"], out)
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
@@ -190,6 +204,7 @@ def rebuild_report(out, progress: Progress = print) -> dict:
     """summary.md and the plots again from the JSON files a run left in `out` (no measuring)."""
     import json
 
+    from .export_time import plot_export_time
     from .plots import plot_fidelity, plot_memory, plot_scaling, plot_speed, plot_streaming
     from .report import write_summary
 
@@ -201,7 +216,7 @@ def rebuild_report(out, progress: Progress = print) -> dict:
     plots = []
     for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
                        ("memory", plot_memory), ("meanflow", None), ("voice", None),
-                       ("streaming", plot_streaming), ("vocos", None)):
+                       ("streaming", plot_streaming), ("vocos", None), ("export_time", plot_export_time)):
         if (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
             plots += plot(results[name], out) if plot else []

@@ -11,15 +11,26 @@ from .config import BenchConfig
 from .setup import ensure_artifacts, ensure_checkpoint
 
 
-def run_meanflow(cfg: BenchConfig, workdir: Path, progress: Progress = print) -> dict:
+def run_meanflow(cfg: BenchConfig, workdir: Path, progress: Progress = print, checkpoint: Path | None = None,
+                 artifacts: Path | None = None) -> dict:
+    """`checkpoint` and `artifacts`: a meanflow checkpoint and its export to use as they are (int8 rows only
+    when the export has int8 graphs); default: the synthetic one, exported with int8 into `workdir`."""
+    from s3gen_runtime.manifest import load_manifest
+
+    from .setup import has_int8
     from .speed import run_speed
 
     workdir = Path(workdir)
-    checkpoint = ensure_checkpoint(workdir / "synthetic_meanflow.safetensors", progress, variant="meanflow")
-    setup = ensure_artifacts(checkpoint, workdir / "synthetic_meanflow", int8=True, progress=progress)
+    if artifacts is not None:
+        setup = {"folder": str(artifacts), "exported": False, "seconds": 0.0}
+        int8 = has_int8(load_manifest(artifacts, verify=True))
+    else:
+        checkpoint = ensure_checkpoint(workdir / "synthetic_meanflow.safetensors", progress, variant="meanflow")
+        setup = ensure_artifacts(checkpoint, workdir / "synthetic_meanflow", int8=True, progress=progress)
+        int8 = True
     section = dataclasses.replace(cfg, speed_lengths_s=cfg.meanflow_lengths_s, speed_repeats=cfg.meanflow_repeats,
                                   speed_budget_s=cfg.meanflow_budget_s, compile=False)
-    result = run_speed(section, checkpoint, Path(setup["folder"]), workdir / "meanflow", int8=True,
+    result = run_speed(section, checkpoint, Path(setup["folder"]), workdir / "meanflow", int8=int8,
                        progress=progress, variant="meanflow")
     result["setup"] = setup
     return result
