@@ -25,10 +25,10 @@ demo: setup
 	$(BIN)/python scripts/demo.py --workdir artifacts
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+	$(BIN)/python -m pytest -q -m "not slow and not gpu" --durations=20
 
 test-all: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # Triton (PyTriton) on the demo's artifacts, loopback: make demo first
 serve: setup

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "serving_layouts.py"
 
 
+@pytest.mark.slow   # a server per layout, load-tested: ~40 s (make test-all)
 def test_layouts_are_load_tested_side_by_side(standard_artifacts, golden, tmp_path):
     utterance = golden("s3gen_p25_n35_seed0.npz")
     out = tmp_path / "layouts.json"

@@ -1,6 +1,6 @@
-"""The two voice graphs exported from the synthetic voice weights alone (no flow/mel2wav: fast): ONNX
-Runtime against eager PyTorch at the specs' cases, against the voice golden files, and at lengths the
-export never saw (T not divisible by 4 included). The full checkpoint export is covered by test_exporter."""
+"""The two voice graphs of the session's export of the synthetic checkpoint (tests/conftest.py), checked against
+eager PyTorch on the voice weights alone: at the specs' cases, against the voice golden files, and at lengths
+the export never saw (T not divisible by 4 included)."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,7 @@ import torch
 from s3gen_export.components import VOICE_SPECS, specs_for_variant
 from s3gen_export.components import speaker_encoder, tokenizer
 from s3gen_export.graphs import ExportedGraph
-from s3gen_export.onnx_export import export_component, random_ops, read_metadata
+from s3gen_export.onnx_export import random_ops, read_metadata
 from s3gen_export.quantize import quantize_graphs
 from s3gen_export.validate import onnx_session, validate_component
 from s3gen_runtime.fsq import fsq_tokens
@@ -20,11 +20,9 @@ BOUNDARY_MARGIN = 1e-4
 
 
 @pytest.fixture(scope="module")
-def voice_graphs(voice_models, tmp_path_factory):
-    """{name: (spec, path)} of both graphs exported once for this module."""
-    out = tmp_path_factory.mktemp("voice_graphs")
-    return {s.name: (s, export_component(voice_models, s, out / f"{s.name}.onnx", metadata={"precision": "fp32"}))
-            for s in VOICE_SPECS}
+def voice_graphs(exported):
+    """{name: (spec, path)} of both graphs, as the session's standard export wrote them."""
+    return {s.name: (s, exported("standard") / f"{s.name}.onnx") for s in VOICE_SPECS}
 
 
 @pytest.fixture(scope="module")
