@@ -371,7 +371,6 @@ def test_export_record_round_trips_and_is_optional(folder):
     (lambda e: e["graphs"]["encoder"].update(seconds=1.0), r"unknown key export\.graphs\.encoder\.seconds"),
     (lambda e: e["graphs"]["encoder"].update(export_s=-1.0), r"export\.graphs\.encoder\.export_s"),
     (lambda e: e.update(jobs=0), r"export\.jobs must be >= 1"),
-    (lambda e: e["graphs"].update(vocoder=e["graphs"]["encoder"]), "export.graphs names vocoder, not components"),
 ])
 def test_a_bad_export_record_is_refused(folder, mutate, match):
     record = export_record()

@@ -99,10 +99,9 @@ class Manifest:
             if e.bucket not in bucket_names:
                 raise ManifestError(f"engines[{i}].bucket {e.bucket!r} is not a bucket ({', '.join(bucket_names)})")
         tuning = None if d["tuning"] is None else Tuning.from_dict(d["tuning"])
+        # a record of a graph that is no longer a component (removed by hand, or replaced) is history, and is
+        # never reused: reuse needs the component and the record
         export = ExportRecord.from_dict(d["export"]) if "export" in d else None
-        stray = sorted(set(export.graphs) - set(components)) if export is not None else []
-        if stray:
-            raise ManifestError(f"export.graphs names {', '.join(stray)}, not components ({', '.join(components)})")
         return cls(Tool.from_dict(d["tool"]), Versions.from_dict(d["versions"]),
                    Checkpoint.from_dict(d["checkpoint"]), Audio.from_dict(d["audio"]),
                    Defaults.from_dict(d["defaults"]), buckets, components, engines, tuning, d["schema_version"],
