@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# The quick bench end to end is ~3 min of eager and ORT synthesis: make test-all runs it, make test the rest.
+slow_bench = pytest.mark.slow
 SECTIONS = ("speed", "fidelity", "scaling", "memory", "voice", "streaming", "machine")
 PLOTS = ("speed.png", "speed_components.png", "fidelity.png", "scaling.png", "memory.png", "streaming.png")
 
@@ -43,6 +45,7 @@ def load(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.json").read_text())
 
 
+@slow_bench
 def test_every_section_writes_finite_json(quick):
     out, log = quick
     for name in SECTIONS:
@@ -53,6 +56,7 @@ def test_every_section_writes_finite_json(quick):
         assert marker in log
 
 
+@slow_bench
 def test_speed_has_eager_and_runtime_numbers(quick):
     out, _ = quick
     speed = load(out, "speed")
@@ -72,6 +76,7 @@ def test_speed_has_eager_and_runtime_numbers(quick):
     assert speed["configs"]["compile"]["status"] == "skipped" and speed["configs"]["compile"]["reason"]
 
 
+@slow_bench
 def test_fidelity_scaling_memory(quick):
     out, _ = quick
     fid = load(out, "fidelity")
@@ -87,6 +92,7 @@ def test_fidelity_scaling_memory(quick):
     assert mem["processes"]["ort-fp32"]["peak_rss_mb"] > 0
 
 
+@slow_bench
 def test_voice_preparation_is_measured_torch_free(quick):
     out, _ = quick
     voice = load(out, "voice")
@@ -98,6 +104,7 @@ def test_voice_preparation_is_measured_torch_free(quick):
     assert m["wall"] >= m["frontends"] + m["speaker_encoder"] + m["tokenizer"] > 0
 
 
+@slow_bench
 def test_summary_and_plots(quick):
     out, _ = quick
     summary = (out / "summary.md").read_text()
@@ -109,6 +116,7 @@ def test_summary_and_plots(quick):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
 
 
+@slow_bench
 def test_report_rebuilds_from_the_json(quick, tmp_path):
     import shutil
 
@@ -124,6 +132,7 @@ def test_report_rebuilds_from_the_json(quick, tmp_path):
     assert all((copy / name).is_file() for name in PLOTS)
 
 
+@slow_bench
 def test_streaming_section_measures_seams_and_first_audio(quick):
     out, _ = quick
     st = load(out, "streaming")

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from s3gen_export.cli import main
 
 
+@pytest.mark.slow   # re-runs every graph's validation, as the session's export already did (~20 s)
 def test_validate_passes_on_its_own_checkpoint(exported, synthetic_checkpoint):
     result = CliRunner().invoke(main, ["validate", str(exported("meanflow")),
                                        "--checkpoint", str(synthetic_checkpoint("meanflow"))])

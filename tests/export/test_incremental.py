@@ -97,7 +97,7 @@ def _export_then_kill(checkpoint: Path, out: Path, *options: str) -> None:
         for line in proc.stdout:
             if line.startswith("exporting "):
                 break
-        time.sleep(3)
+        time.sleep(1)
         assert proc.poll() is None, "the export ended before it could be killed"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)

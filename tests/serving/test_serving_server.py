@@ -147,6 +147,7 @@ def test_concurrent_requests_of_different_lengths_share_one_batch(server, uttera
         assert np.max(np.abs(wavs[20 + i] - direct(tokens[:n], voice, 20 + i))) < TOL
 
 
+@pytest.mark.slow   # a load test (~25 s); the round trips above stay in make test
 def test_load_test_checks_every_response_and_reports_batches(server, utterance, standard_artifacts):
     from s3gen_runtime.serving.loadtest import LoadTest, make_jobs, markdown_table, run_load_test
 
