@@ -125,12 +125,24 @@ def export_and_validate(source, spec: ComponentSpec, path: Path, metadata: dict,
 
 
 def default_jobs(graphs: int) -> int:
-    """One worker per core, as many as free memory holds, no more than there are graphs."""
+    """One worker per core, as many as available memory holds, no more than there are graphs."""
+    return max(1, min(os.cpu_count() or 1, available_memory() // WORKER_MEMORY_BYTES, graphs))
+
+
+def available_memory() -> int:
+    """Bytes the system can give without swapping: MemAvailable (free pages plus the page cache it can drop;
+    the free pages alone are near zero on a machine that has just written gigabytes of graphs)."""
     try:
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
-        free = WORKER_MEMORY_BYTES
-    return max(1, min(os.cpu_count() or 1, free // WORKER_MEMORY_BYTES, graphs))
+        return WORKER_MEMORY_BYTES
 
 
 def run_jobs(jobs: list[GraphJob], workers: int, progress: Progress = print, model=None) -> list[BuiltGraph]:

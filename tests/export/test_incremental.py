@@ -137,3 +137,22 @@ def test_carry_over_keeps_the_users_files_not_the_old_graphs(exported, tmp_path)
     (out / "notes.txt").write_text("mine")
     staging = staging_folder(out)
     assert carry_over(out, staging) == ["engines/encoder_b256.plan", "notes.txt"]
+
+
+def test_default_jobs_follow_cores_and_available_memory(monkeypatch):
+    import s3gen_export.graph_jobs as graph_jobs
+
+    monkeypatch.setattr(graph_jobs.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(graph_jobs, "available_memory", lambda: 9 * 2**30)
+    assert graph_jobs.default_jobs(6) == 2      # two workers' worth of memory
+    assert graph_jobs.default_jobs(1) == 1      # never more workers than graphs
+    monkeypatch.setattr(graph_jobs, "available_memory", lambda: 2**30)
+    assert graph_jobs.default_jobs(6) == 1
+
+
+def test_available_memory_counts_the_page_cache():
+    from s3gen_export.graph_jobs import available_memory
+
+    with open("/proc/meminfo") as f:
+        fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+    assert available_memory() >= fields["MemFree"] - 256 * 2**20
