@@ -14,12 +14,12 @@ from s3gen_runtime import __version__ as runtime_version
 from s3gen_runtime.backends.base import INT8_SUFFIX
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
 from s3gen_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, ExportRecord, GraphBuild, Manifest,
-                                    VocoderSource, sha256_file, write_manifest)
+                                    VocoderSource, write_manifest)
 
 from .checkpoint import file_sha256
 from .components import ComponentSpec, specs_for_variant
-from .graph_jobs import BuiltGraph, GraphJob, default_jobs, run_jobs
-from .graphs import ExportedGraph, ExportError
+from .graph_jobs import GraphJob, default_jobs, run_jobs
+from .graphs import ExportedGraph, ExportError, component_record
 from .incremental import (carry_over, export_context, graph_key, library_versions as _library_versions, link_into,
                           previous_manifest, reusable, staging_folder, swap_in, weights_hash)
 from .model.s3gen import S3Gen, load_s3gen
@@ -29,7 +29,7 @@ from .vocos_export import load_vocoder, vocos_spec
 
 Progress = Callable[[str], None]
 # The order jobs start in: longest first, so the last graph to finish is a short one (seconds measured on
-# 2 cores; bench section "export" has the current ones).
+# 2 cores: bench section i, export_time.json).
 JOB_ORDER = ("encoder", "estimator_cfg", "estimator", "speaker_encoder", "vocoder", "tokenizer")
 
 
@@ -73,19 +73,6 @@ def graph_keys(model: S3Gen, specs: tuple[ComponentSpec, ...], int8: bool) -> di
         if int8 and spec.name in QUANTIZABLE and not spec.fp32_only:
             keys[spec.name + INT8_SUFFIX] = graph_key(weights, spec.spec_hash(), "int8", context)
     return keys
-
-
-def component_record(out: Path, g: ExportedGraph) -> dict:
-    return {"file": g.path.relative_to(out).as_posix(), "sha256": sha256_file(g.path), "format": "onnx",
-            "precision": g.precision, "opset": g.spec.opset, "spec_hash": g.spec.spec_hash(),
-            "inputs": [t.to_manifest() for t in g.spec.inputs], "outputs": [t.to_manifest() for t in g.spec.outputs],
-            "validation": g.report.to_manifest(), "selftest": selftest_record(out, g.selftest)}
-
-
-def selftest_record(out: Path, selftest: dict | None) -> dict | None:
-    if selftest is None:
-        return None
-    return {**selftest, "sha256": sha256_file(Path(out) / selftest["file"])}
 
 
 def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: str, components: dict,

@@ -66,7 +66,7 @@ _worker = _Worker()
 
 def job_spec(job: GraphJob, model) -> ComponentSpec:
     if job.vocos is not None and job.spec_name == "vocoder":
-        from .vocos_export import vocos_spec
+        from .components.vocos_vocoder import vocos_spec
         return vocos_spec(_vocos(job.vocos))
     specs = {s.name: s for s in specs_for_variant(model.variant, voice=model.has_voice)}
     if job.spec_name not in specs:

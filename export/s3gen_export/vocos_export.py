@@ -9,7 +9,7 @@ from typing import Callable
 from s3gen_runtime.manifest import load_manifest, write_manifest
 
 from .components.vocos_vocoder import vocos_spec
-from .graphs import ExportedGraph, ExportError
+from .graphs import ExportedGraph, ExportError, component_record
 from .onnx_export import export_component
 from .validate import validate_component
 from .vocos_load import LoadedVocos, load_vocos
@@ -50,7 +50,6 @@ def export_vocos_graph(loaded: LoadedVocos, path: Path, metadata: dict, progress
 def replace_vocoder(folder, vocos_folder, progress: Progress = print) -> dict:
     """Make the artifact folder's `vocoder` the Vocos model in `vocos_folder`; returns the new manifest dict.
     TensorRT engines of the old vocoder are dropped (they would be another model)."""
-    from .exporter import component_record   # the exporter imports this module
     folder = Path(folder)
     manifest = load_manifest(folder, verify=False)
     loaded = load_vocoder(vocos_folder, progress)
