@@ -76,6 +76,6 @@ def test_full_size_synthetic_round_trip(tmp_path, golden_layouts):
     variant, sd = load_checkpoint(path, expected, voice_layout=voice)
     assert variant == "standard"
     ref = synthetic_state_dict(layout)
-    assert list(sd) == list(ref)
+    assert sorted(sd) == sorted(ref)   # same keys; the loader orders flow keys before the voice models
     for k, a in ref.items():
         assert np.array_equal(sd[k].numpy(), a), k
