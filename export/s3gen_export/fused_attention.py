@@ -5,7 +5,7 @@ full (B, heads, T, T) score tensors: 56 of them per estimator call, each a separ
 own T x T buffers. The fused kernel takes the (B, T, heads * dim) projections and a key padding
 mask and never hands those buffers to the graph's allocator.
 
-The estimator's Attention calls `key_masked_attention` (a torch custom op) when its `fused` flag is
+The estimator's Attention calls `key_masked_attention` (a torch custom op, model/estimator.py) when its `fused` flag is
 set; its eager implementation is SDPA, so validation against eager still compares the same math,
 and `TRANSLATION_TABLE` tells torch.onnx how to write it. ORT-only: TensorRT's parser does not know
 contrib ops, so `engines` rewrites the node back into standard ops before building
@@ -15,31 +15,10 @@ from __future__ import annotations
 
 import onnxscript
 import torch
-import torch.nn.functional as F
 from onnx.defs import OpSchema
 
-CONTRIB_DOMAIN = "com.microsoft"
-MHA_OP = "MultiHeadAttention"
-
-
-@torch.library.custom_op("s3gen::key_masked_attention", mutates_args=())
-def key_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor,
-                         num_heads: int) -> torch.Tensor:
-    """q, k, v: (B, T, heads * dim); key_valid: (B, T) int32, 1 on keys to attend to. -> (B, T, heads * dim)."""
-    b, t, width = q.shape
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.reshape(b, -1, num_heads, width // num_heads).transpose(1, 2)
-
-    keep = (key_valid > 0)[:, None, None, :]
-    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=keep)
-    return out.transpose(1, 2).reshape(b, t, width)
-
-
-@key_masked_attention.register_fake
-def _(q, k, v, key_valid, num_heads):
-    return torch.empty_like(q)
-
+from .model.estimator import Attention
+from .unpadded_attention import CONTRIB_DOMAIN, MHA_OP, masked_attention_only
 
 def _mha_schema() -> OpSchema:
     """The subset of the contrib op's signature this project emits (ORT registers the op itself;
@@ -70,8 +49,6 @@ TRANSLATION_TABLE = {torch.ops.s3gen.key_masked_attention.default: _key_masked_a
 
 def use_fused_attention(model: torch.nn.Module, enabled: bool = True) -> torch.nn.Module:
     """Switch every estimator Attention to the fused op (or back); returns the model."""
-    from .model.estimator import Attention
-
     for module in model.modules():
         if isinstance(module, Attention):
             module.fused = enabled
@@ -128,8 +105,6 @@ def decompose_multi_head_attention(proto):
     ops (for TensorRT, whose parser has no contrib ops; it fuses the MatMul-Softmax-MatMul pattern
     itself). The mask-free branches of `unpadded_attention` are undone first: the masked node serves
     every batch. Returns (new proto, number of nodes rewritten)."""
-    from .unpadded_attention import masked_attention_only
-
     out, _ = masked_attention_only(proto)
     graph = out.graph
     rewritten, new_nodes = 0, []

@@ -16,7 +16,9 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-from .fused_attention import CONTRIB_DOMAIN, MHA_OP
+# ONNX Runtime's fused attention kernel, which fused_attention.py emits and this module branches on
+CONTRIB_DOMAIN = "com.microsoft"
+MHA_OP = "MultiHeadAttention"
 
 BRANCH_PREFIX = "unpadded_branch"   # names of the If nodes this pass writes (how the undo finds them)
 

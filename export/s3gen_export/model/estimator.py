@@ -64,6 +64,27 @@ class CausalResnetBlock1D(nn.Module):
         return h + self.res_conv(x * mask)
 
 
+# The op Attention calls when `fused` is set: eager SDPA here, one ONNX Runtime kernel in the graph
+# (fused_attention.TRANSLATION_TABLE). Defined with the model, so the model never imports the export side.
+@torch.library.custom_op("s3gen::key_masked_attention", mutates_args=())
+def key_masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor,
+                         num_heads: int) -> torch.Tensor:
+    """q, k, v: (B, T, heads * dim); key_valid: (B, T) int32, 1 on keys to attend to. -> (B, T, heads * dim)."""
+    b, t, width = q.shape
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(b, -1, num_heads, width // num_heads).transpose(1, 2)
+
+    keep = (key_valid > 0)[:, None, None, :]
+    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=keep)
+    return out.transpose(1, 2).reshape(b, t, width)
+
+
+@key_masked_attention.register_fake
+def _(q, k, v, key_valid, num_heads):
+    return torch.empty_like(q)
+
+
 class Attention(nn.Module):
     """diffusers' Attention with AttnProcessor2_0, self-attention only, additive key bias."""
 
@@ -82,8 +103,6 @@ class Attention(nn.Module):
         """x: (B, T, C); key_bias: (B, 1, 1, T), 0 on valid keys and MASKED_KEY_BIAS on padding."""
         b = x.size(0)
         if self.fused:
-            from ..fused_attention import key_masked_attention
-
             key_valid = (key_bias[:, 0, 0, :] == 0).to(torch.int32)
             out = key_masked_attention(self.to_q(x), self.to_k(x), self.to_v(x), key_valid, self.heads)
             return self.to_out[0](out)
