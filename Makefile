@@ -10,12 +10,13 @@ CKPT    ?= artifacts/synthetic.safetensors
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml bench/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: the CPU wheel that lies on these machines
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[export,bench,test,voice,vocos,serve]'
+	$(BIN)/pip install -q -e ./bench
 	# vocos without torchaudio/encodec (see the vocos extra in pyproject.toml)
 	$(BIN)/pip install -q --no-deps vocos==0.1.0
 	touch $(STAMP)

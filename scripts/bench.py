@@ -18,7 +18,7 @@ def log(message: str) -> None:
 
 
 def main(argv=None) -> int:
-    from s3gen_export.bench import SECTIONS, run_bench
+    from s3gen_bench import SECTIONS, run_bench
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="results folder")
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
                         help="rebuild summary.md and the plots from the JSON already in --out; measure nothing")
     args = parser.parse_args(argv)
     if args.report_only:
-        from s3gen_export.bench import rebuild_report
+        from s3gen_bench import rebuild_report
 
         rebuild_report(args.out, progress=log)
         return 0

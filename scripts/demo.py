@@ -28,7 +28,7 @@ def log(message: str) -> None:
 
 
 def ensure_checkpoint(path: Path) -> Path:
-    from s3gen_export.synthetic import ensure_synthetic_checkpoint
+    from s3gen_export.model.synthetic import ensure_synthetic_checkpoint
 
     start = time.perf_counter()
     ensure_synthetic_checkpoint(path, "standard", progress=lambda m: log(f"[1/5] {m}"))
@@ -46,7 +46,7 @@ def export_is_current(folder: Path, checkpoint_sha: str) -> bool:
 
 def ensure_export(checkpoint: Path, folder: Path) -> float:
     """Export unless current; returns the export seconds (0 when skipped)."""
-    from s3gen_export.checkpoint import file_sha256
+    from s3gen_export.model.checkpoint import file_sha256
 
     if export_is_current(folder, file_sha256(checkpoint)):
         log(f"[2/5] artifacts in {folder} match the checkpoint, skipping the export")
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from s3gen_export.graphs import ExportError
+    from s3gen_export.stages.graphs import ExportError
 
     try:
         sys.exit(main())

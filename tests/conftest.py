@@ -49,7 +49,7 @@ GOLDEN_FILES = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanfl
 def synthetic_checkpoint(tmp_path_factory):
     """synthetic_checkpoint('standard'|'meanflow') -> path of the full-size synthetic checkpoint, voice
     models included (what `s3gen-aot synth-checkpoint` writes)."""
-    from s3gen_export.synthetic import write_synthetic_checkpoint
+    from s3gen_export.model.synthetic import write_synthetic_checkpoint
     from s3gen_export.model.s3gen import expected_layout
 
     cache: dict[str, Path] = {}
@@ -95,7 +95,7 @@ def voice_models():
     from s3gen_export.model.s3gen import expected_layout
     from s3gen_export.model.speaker_encoder import CAMPPlus
     from s3gen_export.model.tokenizer import S3TokenizerV2
-    from s3gen_export.synthetic import synthetic_state_dict
+    from s3gen_export.model.synthetic import synthetic_state_dict
 
     flow_only = expected_layout("standard")
     layout = {k: v for k, v in expected_layout("standard", voice=True).items() if k not in flow_only}
@@ -112,9 +112,9 @@ def vocos_artifacts(exported, tmp_path_factory):
     with a small random-weight Vocos over S3Gen's mel exported as their `vocoder`."""
     sys.path.insert(0, str(Path(__file__).parent / "runtime"))
     from pipeline_helpers import linked_copy
-    from s3gen_export.vocos_export import replace_vocoder
-    from s3gen_export.vocos_features import s3gen_vocos_config
-    from s3gen_export.vocos_load import write_vocos
+    from s3gen_export.stages.vocos_export import replace_vocoder
+    from s3gen_export.model.vocos_features import s3gen_vocos_config
+    from s3gen_export.model.vocos_load import write_vocos
 
     tmp = tmp_path_factory.mktemp("vocos")
     vocos = write_vocos(tmp / "vocos_s3gen", s3gen_vocos_config(dim=128, intermediate_dim=384, num_layers=2))

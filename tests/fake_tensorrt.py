@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from s3gen_export.onnx_scopes import walk_nodes
+from s3gen_export.stages.onnx_scopes import walk_nodes
 
 
 _MAGIC = b"FAKETRT1"

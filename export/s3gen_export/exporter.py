@@ -16,16 +16,16 @@ from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
 from s3gen_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, ExportRecord, GraphBuild, Manifest,
                                     VocoderSource, write_manifest)
 
-from .checkpoint import file_sha256
+from .model.checkpoint import file_sha256
 from .components import ComponentSpec, specs_for_variant
 from .graph_jobs import GraphJob, default_jobs, run_jobs
-from .graphs import ExportedGraph, ExportError, component_record
+from .stages.graphs import ExportedGraph, ExportError, component_record
 from .incremental import (carry_over, export_context, graph_key, library_versions as _library_versions, link_into,
                           previous_manifest, reusable, staging_folder, swap_in, weights_hash)
 from .model.s3gen import S3Gen, load_s3gen
-from .quantize import QUANTIZABLE
-from .transforms import prepare_for_export
-from .vocos_export import load_vocoder, vocos_spec
+from .stages.quantize import QUANTIZABLE
+from .rewrites.transforms import prepare_for_export
+from .stages.vocos_export import load_vocoder, vocos_spec
 
 Progress = Callable[[str], None]
 # The order jobs start in: longest first, so the last graph to finish is a short one (seconds measured on

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Callable
 
 from .components import ComponentSpec, specs_for_variant
-from .graphs import ExportedGraph, ExportError
-from .onnx_export import export_component
-from .validate import ValidationReport, set_session_threads, validate_component
+from .stages.graphs import ExportedGraph, ExportError
+from .stages.onnx_export import export_component
+from .stages.validate import ValidationReport, set_session_threads, validate_component
 
 Progress = Callable[[str], None]
 # What one export worker holds at its peak (the prepared model plus one graph's trace and file): peak RSS of a
@@ -77,7 +77,7 @@ def job_spec(job: GraphJob, model) -> ComponentSpec:
 def _vocos(folder: Path):
     key = ("vocos", str(folder))
     if key not in _worker.models:
-        from .vocos_load import load_vocos
+        from .model.vocos_load import load_vocos
         _worker.models[key] = load_vocos(folder).model
     return _worker.models[key]
 
@@ -86,7 +86,7 @@ def prepared_model(checkpoint: Path):
     key = str(checkpoint)
     if key not in _worker.models:
         from .model.s3gen import load_s3gen
-        from .transforms import prepare_for_export
+        from .rewrites.transforms import prepare_for_export
         _worker.models[key] = prepare_for_export(load_s3gen(checkpoint))
     return _worker.models[key]
 
@@ -102,7 +102,7 @@ def build_graph(job: GraphJob) -> list[BuiltGraph]:
     if not job.fp32_ready:
         built.append(export_and_validate(source, spec, path, job.metadata, say))
     if job.int8 and (job.fp32_ready or built[0].report.passed):
-        from .quantize import QUANTIZABLE, quantize_one
+        from .stages.quantize import QUANTIZABLE, quantize_one
         if spec.name in QUANTIZABLE and not spec.fp32_only:
             start = time.perf_counter()
             q = quantize_one(ExportedGraph(spec, path), Path(job.folder), say)

@@ -11,8 +11,8 @@ import pytest
 from s3gen_export.components import specs_for_variant
 from s3gen_export.components.base import Case
 from s3gen_export.exporter import check_output_folder, export_checkpoint
-from s3gen_export.graphs import ExportError
-from s3gen_export.onnx_export import random_ops, read_metadata
+from s3gen_export.stages.graphs import ExportError
+from s3gen_export.stages.onnx_export import random_ops, read_metadata
 from s3gen_runtime.audio import apply_trim_fade
 from s3gen_runtime.manifest import SCHEMA_VERSION, load_manifest, sha256_file
 from s3gen_runtime.solvers import cosine_grid, linear_grid
@@ -165,7 +165,7 @@ def test_export_refuses_non_empty_folder_without_force(tmp_path):
 def test_export_refuses_unreadable_checkpoint(tmp_path):
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a checkpoint")
-    from s3gen_export.checkpoint import CheckpointError
+    from s3gen_export.model.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match="broken.safetensors"):
         export_checkpoint(bad, tmp_path / "out", progress=lambda m: None)
 
@@ -180,7 +180,7 @@ def _failing_jobs(source):
     import shutil
 
     from s3gen_export.graph_jobs import BuiltGraph
-    from s3gen_export.validate import CaseResult, ValidationReport
+    from s3gen_export.stages.validate import CaseResult, ValidationReport
 
     def run(jobs, workers, progress=print, model=None):
         built = []
@@ -232,7 +232,7 @@ class _Stop(Exception):
 @pytest.fixture(scope="module")
 def flow_only_checkpoint(tmp_path_factory):
     from s3gen_export.model.s3gen import expected_layout
-    from s3gen_export.synthetic import write_synthetic_checkpoint
+    from s3gen_export.model.synthetic import write_synthetic_checkpoint
 
     return write_synthetic_checkpoint(tmp_path_factory.mktemp("flow_only") / "flow_only.safetensors",
                                       expected_layout("standard"))
@@ -266,8 +266,8 @@ def test_checkpoint_without_voice_models_exports_no_voice_graphs(flow_only_check
 
 def test_vocos_option_replaces_the_vocoder_spec(flow_only_checkpoint, tmp_path, monkeypatch):
     """export --vocoder vocos:DIR: the Vocos model's spec takes the vocoder's place (no sine inputs)."""
-    from s3gen_export.vocos_features import s3gen_vocos_config
-    from s3gen_export.vocos_load import write_vocos
+    from s3gen_export.model.vocos_features import s3gen_vocos_config
+    from s3gen_export.model.vocos_load import write_vocos
 
     vocos = write_vocos(tmp_path / "vocos", s3gen_vocos_config(dim=64, intermediate_dim=128, num_layers=1))
     written, _ = graphs_written(monkeypatch, flow_only_checkpoint, tmp_path / "out", vocos=vocos)

@@ -41,7 +41,7 @@ def test_keys_follow_weights_and_spec(synthetic_checkpoint):
     import torch
 
     from s3gen_export.model.s3gen import load_s3gen
-    from s3gen_export.transforms import prepare_for_export
+    from s3gen_export.rewrites.transforms import prepare_for_export
 
     model = prepare_for_export(load_s3gen(synthetic_checkpoint("standard")))
     specs = specs_for_variant("standard")
@@ -120,7 +120,7 @@ def test_killed_export_leaves_folders_as_they_were(exported, synthetic_checkpoin
 
 
 def test_a_worker_error_reaches_the_caller(synthetic_checkpoint, tmp_path):
-    from s3gen_export.graphs import ExportError
+    from s3gen_export.stages.graphs import ExportError
 
     jobs = [GraphJob(synthetic_checkpoint("standard"), name, tmp_path, {}) for name in ("no_such_graph", "nor_this")]
     with pytest.raises(ExportError, match="no graph '(no_such_graph|nor_this)' in a standard export; its graphs: enc"):

@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from s3gen_export.cli import main
-from s3gen_export.vocos_export import parse_vocoder_option
-from s3gen_export.vocos_features import (S3GEN_FEATURES, S3GenMelFeatures, VocosMismatch, check_vocos_config,
+from s3gen_cli.main import main
+from s3gen_export.stages.vocos_export import parse_vocoder_option
+from s3gen_export.model.vocos_features import (S3GEN_FEATURES, S3GenMelFeatures, VocosMismatch, check_vocos_config,
                                          s3gen_vocos_config)
-from s3gen_export.vocos_load import load_vocos, write_vocos
+from s3gen_export.model.vocos_load import load_vocos, write_vocos
 from s3gen_runtime.frontend import prompt_mel
 
 # charactr/vocos-mel-24khz's published config.yaml (the model card's facts: 100 bins, hop 256, n_fft 1024,

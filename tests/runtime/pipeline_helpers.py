@@ -75,7 +75,7 @@ def add_int8_standin(folder: Path, role: str = "vocoder", file: str | None = Non
     own write_selftest. `file` records another file instead (e.g. the unlabelled fp32 graph)."""
     import onnx
     from s3gen_export.components import specs_for_variant
-    from s3gen_export.quantize import SELFTEST_DIR, write_selftest
+    from s3gen_export.stages.quantize import SELFTEST_DIR, write_selftest
     from s3gen_runtime.manifest import sha256_file
 
     data = json.loads((folder / "manifest.json").read_text())

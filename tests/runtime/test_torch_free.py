@@ -25,7 +25,7 @@ RUNTIME_SCRIPT = textwrap.dedent("""
 
 CLI_SCRIPT = textwrap.dedent("""
     import sys
-    from s3gen_export.cli import main
+    from s3gen_cli.main import main
     code = "no exit"
     try:
         main(sys.argv[1:])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from s3gen_export.cli import main
+from s3gen_cli.main import main
 from s3gen_runtime.batching import Request
 from s3gen_runtime.metrics import snr_db
 from s3gen_runtime.pipeline import S3GenRuntime

@@ -109,7 +109,7 @@ def test_serve_without_the_extra_names_it_in_one_line(tmp_path):
     import sys
 
     # pytriton made unimportable in a child process: what a runtime-only install sees
-    code = ("import sys; sys.modules['pytriton'] = None; from s3gen_export.cli import main; "
+    code = ("import sys; sys.modules['pytriton'] = None; from s3gen_cli.main import main; "
             f"main(['serve', {str(tmp_path)!r}])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1

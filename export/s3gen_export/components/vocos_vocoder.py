@@ -17,7 +17,7 @@ from torch import nn
 
 from s3gen_runtime.constants import MEL_BINS, SAMPLES_PER_FRAME
 
-from ..dsp import ConvSpectral
+from ..model.dsp import ConvSpectral
 from . import vocoder as hift
 from .base import ComponentSpec, TensorSpec, Tolerance
 

@@ -30,7 +30,7 @@ from .profiles import (
     resolve_buckets,
 )
 from .validation import ort_reference, validate_built, validation_summary
-from ..fused_attention import decompose_multi_head_attention
+from ..rewrites.fused_attention import decompose_multi_head_attention
 
 Progress = Callable[[str], None]
 ENGINE_DIR = "engines"

@@ -11,7 +11,7 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
-from ..onnx_scopes import module_path   # shared with quantize
+from ..stages.onnx_scopes import module_path   # shared with quantize
 from .errors import EngineBuildError
 
 

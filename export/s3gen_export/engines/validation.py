@@ -101,7 +101,7 @@ def random_feeds(component, shapes: dict[str, tuple], rng: np.random.Generator) 
 
 def compare_outputs(got: dict, ref: dict, tolerances: dict) -> dict:
     """One case's errors per output and the problems (shape, NaN/Inf, tolerance misses)."""
-    from ..validate import CaseResult, compare
+    from ..stages.validate import CaseResult, compare
     result = CaseResult("case")
     for name, tol in tolerances.items():
         if name not in got:

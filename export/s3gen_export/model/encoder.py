@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import EncoderConfig
+from .config import EncoderConfig
 from .layers import sequence_mask
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import S3GenConfig
+from .config import S3GenConfig
 from .encoder import UpsampleConformerEncoder
 from .estimator import ConditionalDecoder
 from .layers import gather_ragged_concat, sequence_mask
@@ -132,7 +132,7 @@ def expected_layout(variant: str, voice: bool = False) -> dict[str, tuple[tuple[
 def load_s3gen(path) -> S3Gen:
     """Build the model for the checkpoint's variant, with the voice models when the file has them, and
     load its weights (strict key/shape checks)."""
-    from ..checkpoint import has_voice, load_checkpoint
+    from .checkpoint import has_voice, load_checkpoint
 
     variant, state = load_checkpoint(path, expected_state_dict, voice_layout=voice_state_dict())
     model = build_model(variant, voice=has_voice(state))

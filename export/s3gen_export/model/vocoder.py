@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from ..config import VocoderConfig
-from ..dsp import TorchSpectral
+from .config import VocoderConfig
+from .dsp import TorchSpectral
 from .layers import sequence_mask
 
 

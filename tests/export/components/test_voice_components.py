@@ -9,10 +9,10 @@ import torch
 
 from s3gen_export.components import VOICE_SPECS, specs_for_variant
 from s3gen_export.components import speaker_encoder, tokenizer
-from s3gen_export.graphs import ExportedGraph
-from s3gen_export.onnx_export import random_ops, read_metadata
-from s3gen_export.quantize import quantize_graphs
-from s3gen_export.validate import onnx_session, validate_component
+from s3gen_export.stages.graphs import ExportedGraph
+from s3gen_export.stages.onnx_export import random_ops, read_metadata
+from s3gen_export.stages.quantize import quantize_graphs
+from s3gen_export.stages.validate import onnx_session, validate_component
 from s3gen_runtime.fsq import fsq_tokens
 
 VOICE_GOLDEN_FILES = ("voice/voice_aishell_16k.npz", "voice/voice_espeak_enus_22k.npz")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from s3gen_export.checkpoint import save_checkpoint
+from s3gen_export.model.checkpoint import save_checkpoint
 from s3gen_export.model.s3gen import build_model, expected_layout, expected_state_dict, load_s3gen
-from s3gen_export.reference import Noise, synthesize
-from s3gen_export.synthetic import synthetic_state_dict
+from s3gen_export.model.reference import Noise, synthesize
+from s3gen_export.model.synthetic import synthetic_state_dict
 
 GOLDEN = {"standard": "s3gen_p25_n35_seed0.npz", "meanflow": "s3gen_meanflow_p25_n35_seed0.npz"}
 # shared/golden/README.md: max abs error per stage (float32, CPU)

@@ -1,0 +1,1 @@
+"""`s3gen-aot`, the command line: a thin click layer over library functions; imports no torch until an export command runs."""

@@ -1,0 +1,1 @@
+"""Graph rewrites: what turns the checkpoint-faithful model into an export-ready one (transforms, attention kernels)."""
