@@ -16,10 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from s3gen_runtime.constants import MEL_BINS, SPEAKER_EMBED_DIM, SPEECH_VOCAB_SIZE, TOKEN_MEL_RATIO, TOKEN_RATE
-from s3gen_runtime.voice import Voice
-
-from s3gen_runtime.metrics import MAX_SNR_DB
+from s3gen_runtime.constants import TOKEN_RATE
 
 Progress = Callable[[str], None]
 
@@ -27,42 +24,8 @@ Progress = Callable[[str], None]
 
 # ---------------------------------------------------------------- requests
 
-def synthetic_voice(prompt_tokens: int, seed: int = 1234) -> Voice:
-    """A random voice: prompt tokens, a log-mel-like prompt (mean -5, std 2) and an x-vector."""
-    rng = np.random.default_rng(seed)
-    return Voice.validated(
-        rng.integers(0, SPEECH_VOCAB_SIZE, prompt_tokens),
-        (rng.standard_normal((TOKEN_MEL_RATIO * prompt_tokens, MEL_BINS)) * 2.0 - 5.0).astype(np.float32),
-        rng.standard_normal(SPEAKER_EMBED_DIM).astype(np.float32),
-    )
-
-
-def synthetic_tokens(new_tokens: int, seed: int = 4321) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, SPEECH_VOCAB_SIZE, new_tokens).astype(np.int64)
-
-
 def tokens_for_seconds(seconds: float) -> int:
     return int(round(seconds * TOKEN_RATE))
-
-
-# ---------------------------------------------------------------- errors
-
-def rel_rms(got, ref) -> float:
-    """|got - ref| / |ref| (Frobenius), float64."""
-    got, ref = np.asarray(got, dtype=np.float64), np.asarray(ref, dtype=np.float64)
-    denom = float(np.sqrt(np.sum(ref ** 2)))
-    return float(np.sqrt(np.sum((got - ref) ** 2)) / denom) if denom > 0 else float("inf")
-
-
-def max_abs(got, ref) -> float:
-    return float(np.max(np.abs(np.asarray(got, dtype=np.float64) - np.asarray(ref, dtype=np.float64))))
-
-
-def db_from_rel(rel: float) -> float:
-    """The SNR that a relative RMS error corresponds to (capped like snr_db)."""
-    if rel <= 0.0:
-        return MAX_SNR_DB
-    return float(min(MAX_SNR_DB, -20.0 * math.log10(rel)))
 
 
 # ---------------------------------------------------------------- statistics

@@ -25,7 +25,9 @@ import numpy as np
 from s3gen_runtime.constants import TOKEN_MEL_RATIO
 
 from s3gen_runtime.metrics import snr_db
-from .common import Progress, load_average, median, synthetic_tokens, synthetic_voice, tokens_for_seconds
+from s3gen_export.tuning.synthetic_requests import synthetic_tokens, synthetic_voice
+
+from .common import Progress, load_average, median, tokens_for_seconds
 from .config import BenchConfig
 from s3gen_export.tuning.flow_problems import STANDARD_SOLVERS, candidates, errors_against, prepare_cases, solve_mel, subproblem
 

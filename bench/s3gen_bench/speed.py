@@ -19,7 +19,9 @@ import numpy as np
 from s3gen_runtime.constants import TOKEN_MEL_RATIO
 
 from s3gen_runtime.metrics import snr_db
-from .common import Progress, load_average, max_abs, median, tokens_for_seconds
+from s3gen_runtime.metrics import max_abs
+
+from .common import Progress, load_average, median, tokens_for_seconds
 from .config import BenchConfig
 from .procs import WorkerError, WorkerProcess
 from .worker import upstream_setting

@@ -22,7 +22,9 @@ from s3gen_runtime.noise import draw_noise
 from s3gen_runtime.stream_vocoder import VocoderState, run_window, vocode_step
 from s3gen_runtime.streaming import collect
 
-from .common import Progress, synthetic_tokens, synthetic_voice, tokens_for_seconds
+from s3gen_export.tuning.synthetic_requests import synthetic_tokens, synthetic_voice
+
+from .common import Progress, tokens_for_seconds
 
 SEAM_MS = 20
 FULL = {"prompt_tokens": 75, "steps": 2, "quality_seconds": 6.0, "cost_seconds": (5.0, 10.0, 20.0),

@@ -28,7 +28,9 @@ import numpy as np
 
 from s3gen_runtime.noise import draw_noise
 
-from .common import current_rss_mb, peak_rss_mb, synthetic_tokens, synthetic_voice
+from s3gen_export.tuning.synthetic_requests import synthetic_tokens, synthetic_voice
+
+from .common import current_rss_mb, peak_rss_mb
 
 RESULT_PREFIX = "@@bench "
 CONFIGS = ("eager", "compile", "ort-fp32", "ort-int8")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from s3gen_cli.main import main
 from s3gen_export.stages.vocos_export import parse_vocoder_option
-from s3gen_export.model.vocos_features import (S3GEN_FEATURES, S3GenMelFeatures, VocosMismatch, check_vocos_config,
+from s3gen_export.model.vocos_features import (S3GEN_FEATURES, S3GEN_FEATURES_BEFORE_MOVE, S3GenMelFeatures, VocosMismatch, check_vocos_config,
                                          s3gen_vocos_config)
 from s3gen_export.model.vocos_load import load_vocos, write_vocos
 from s3gen_runtime.frontend import prompt_mel
@@ -73,6 +73,13 @@ def test_sample_rate_fmin_and_matching_settings_are_not_named():
     assert e.value.lines == ["n_mels: 100 (S3Gen's mel: 80)", "f_max: 12000.0 (S3Gen's mel: 8000.0)"]
     check_vocos_config(s3gen_vocos_config())   # the project's own feature class passes
 
+
+
+def test_configs_naming_the_feature_class_before_the_move_still_pass():
+    config = s3gen_vocos_config()
+    assert config["feature_extractor"]["class_path"] == S3GEN_FEATURES
+    config["feature_extractor"]["class_path"] = S3GEN_FEATURES_BEFORE_MOVE
+    check_vocos_config(config)
 
 @pytest.mark.parametrize("edit,line", [
     (lambda c: c["feature_extractor"].update(class_path="vocos.feature_extractors.EncodecFeatures"),

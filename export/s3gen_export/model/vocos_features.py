@@ -4,7 +4,8 @@ A vocoder only works on the features it was trained on. A Vocos `config.yaml` na
 (class_path + init_args); from those we derive the mel settings the model was trained with and compare
 them, one by one, to S3Gen's mel (the one the flow decoder produces). `S3GenMelFeatures` is that mel as a
 Vocos feature extractor, so that a Vocos trained on S3Gen's features can be configured (and trained) with
-`class_path: s3gen_export.vocos_features.S3GenMelFeatures`.
+`class_path: s3gen_export.model.vocos_features.S3GenMelFeatures` (configs written before the module moved
+into model/ name `s3gen_export.vocos_features.S3GenMelFeatures`, which is still read as the same class).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from s3gen_runtime.frontend.mel import slaney_mel_basis
 
 from .dsp import hann_window
 
-S3GEN_FEATURES = "s3gen_export.vocos_features.S3GenMelFeatures"
+S3GEN_FEATURES = "s3gen_export.model.vocos_features.S3GenMelFeatures"
+S3GEN_FEATURES_BEFORE_MOVE = "s3gen_export.vocos_features.S3GenMelFeatures"
 VOCOS_MEL = "vocos.feature_extractors.MelSpectrogramFeatures"
 ISTFT_HEAD = "vocos.heads.ISTFTHead"
 VOCOS_BACKBONE = "vocos.models.VocosBackbone"
@@ -56,7 +58,8 @@ def vocos_mel_settings(sample_rate=24000, n_fft=1024, hop_length=256, n_mels=100
             "padding": padding_text(pad, centred=padding == "center"), "magnitude": "sqrt(re^2 + im^2)"}
 
 
-KNOWN_FEATURES = {S3GEN_FEATURES: s3gen_settings, VOCOS_MEL: vocos_mel_settings}
+KNOWN_FEATURES = {S3GEN_FEATURES: s3gen_settings, S3GEN_FEATURES_BEFORE_MOVE: s3gen_settings,
+                  VOCOS_MEL: vocos_mel_settings}
 
 
 class VocosMismatch(ValueError):

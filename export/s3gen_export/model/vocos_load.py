@@ -23,7 +23,7 @@ import torch
 import yaml
 from torch import nn
 
-from .vocos_features import S3GEN_FEATURES, S3GenMelFeatures, check_vocos_config
+from .vocos_features import S3GEN_FEATURES, S3GEN_FEATURES_BEFORE_MOVE, S3GenMelFeatures, check_vocos_config
 
 CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "pytorch_model.bin"
@@ -69,7 +69,7 @@ def vocos_classes() -> dict[str, type]:
     _enter_vocos_package()
     models, heads = importlib.import_module("vocos.models"), _import_heads()
     return {"vocos.models.VocosBackbone": models.VocosBackbone, "vocos.heads.ISTFTHead": heads.ISTFTHead,
-            S3GEN_FEATURES: S3GenMelFeatures}
+            S3GEN_FEATURES: S3GenMelFeatures, S3GEN_FEATURES_BEFORE_MOVE: S3GenMelFeatures}
 
 
 class VocosModel(nn.Module):

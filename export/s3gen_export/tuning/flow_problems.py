@@ -18,8 +18,7 @@ from s3gen_runtime.batching import Request
 from s3gen_runtime.solvers import nfe as solver_nfe
 from s3gen_runtime.voice import Voice
 
-from s3gen_runtime.metrics import snr_db
-from s3gen_bench.common import db_from_rel, rel_rms
+from s3gen_runtime.metrics import db_from_rel, rel_rms, snr_db
 
 STANDARD_SOLVERS = ("euler", "heun", "midpoint", "dpmpp2m")
 

@@ -24,7 +24,7 @@ from typing import Callable
 
 from s3gen_runtime.errors import InputError, S3GenError
 
-from s3gen_bench.common import synthetic_tokens, synthetic_voice
+from .synthetic_requests import synthetic_tokens, synthetic_voice
 from .flow_problems import STANDARD_SOLVERS, candidates, converged_reference, errors_against, prepare_problem, solve_mel
 
 # NFE levels tried, cheapest first (capped by max_nfe)

@@ -3,7 +3,7 @@ the runtime's, bit for bit, so tune and the fidelity benchmark report what synth
 import numpy as np
 import pytest
 
-from s3gen_bench.common import synthetic_tokens, synthetic_voice
+from s3gen_export.tuning.synthetic_requests import synthetic_tokens, synthetic_voice
 from s3gen_export.tuning.flow_problems import prepare_cases, solve_mel, subproblem
 from s3gen_runtime.batching import Request
 from s3gen_runtime.errors import InputError

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s3gen_bench.common import synthetic_tokens, synthetic_voice
+from s3gen_export.tuning.synthetic_requests import synthetic_tokens, synthetic_voice
 from s3gen_export.tuning.tune import TuneError, tune
 from s3gen_runtime.errors import InputError
 from s3gen_runtime.manifest import Manifest, load_manifest
