@@ -93,12 +93,22 @@ def run_tokenizer(runner, mel128: np.ndarray) -> np.ndarray:
     return out["fsq"][0, : int(out["fsq_lengths"][0])]
 
 
-def prepare_from_24k(wav24: np.ndarray, info: frontend.ReferenceInfo, runners) -> PreparedVoice:
-    """A 24 kHz clip (already loaded, normalised and cropped) -> PreparedVoice."""
+@dataclass(frozen=True, eq=False)
+class EmbeddedReference:
+    """What upstream's `S3Gen.embed_ref` computes from a 24 kHz and a 16 kHz waveform, with its stages."""
+
+    voice: Voice
+    tokens: object             # fsq.FsqTokens of the whole clip (before alignment)
+    stages: dict
+    timings: dict
+
+
+def embed_reference(wav24: np.ndarray, wav16: np.ndarray, runners) -> EmbeddedReference:
+    """embed_ref's arithmetic: prompt mel of wav24; x-vector and tokens of wav16 (the two voice graphs);
+    tokens cut to the prompt mel (F = 2P or 2P + 1)."""
     clock = time.perf_counter
     start = clock()
     prompt_feat = frontend.prompt_mel(wav24)
-    wav16 = frontend.resample_24k_to_16k(wav24)
     fbank = frontend.speaker_fbank(wav16)
     mel128 = frontend.tokenizer_log_mel(wav16)
     after_frontends = clock()
@@ -108,21 +118,34 @@ def prepare_from_24k(wav24: np.ndarray, info: frontend.ReferenceInfo, runners) -
     end = clock()
     if not np.all(np.isfinite(fsq)) or not np.all(np.isfinite(embedding)):
         raise ArtifactError("the voice graphs produced NaN or Inf from finite features: the artifacts are broken")
-    timings = {"frontends": after_frontends - start, "speaker_encoder": after_speaker - after_frontends,
-               "tokenizer": end - after_speaker, "total": end - start}
     tokens = fsq_tokens(fsq)
-    kept = align_tokens(tokens.tokens, prompt_feat.shape[0])
-    voice = Voice.validated(kept, prompt_feat, embedding)
+    voice = Voice.validated(align_tokens(tokens.tokens, prompt_feat.shape[0]), prompt_feat, embedding)
+    stages = {"wav24": wav24, "wav16": wav16, "fbank": fbank, "mel128": mel128, "tokenizer_fsq": fsq,
+              "tokenizer_tokens": tokens.tokens, "prompt_feat": prompt_feat, "embedding": embedding}
+    timings = {"frontends": after_frontends - start, "speaker_encoder": after_speaker - after_frontends,
+               "tokenizer": end - after_speaker}
+    return EmbeddedReference(voice, tokens, stages, timings)
+
+
+def prepare_from_24k(wav24: np.ndarray, info: frontend.ReferenceInfo, runners) -> PreparedVoice:
+    """A 24 kHz clip (already loaded, normalised and cropped) -> PreparedVoice."""
+    start = time.perf_counter()
+    wav16 = frontend.resample_24k_to_16k(wav24)
+    resampled = time.perf_counter()
+    embedded = embed_reference(wav24, wav16, runners)
+    timings = dict(embedded.timings)
+    timings["frontends"] += resampled - start       # the resampler is a front end too
+    timings["total"] = time.perf_counter() - start
+    voice, tokens = embedded.voice, embedded.tokens
+    kept = voice.prompt_tokens
     report = VoiceReport(
         input_sample_rate=info.audio.sample_rate, input_channels=info.audio.channels,
         input_seconds=info.audio.seconds, used_seconds=info.seconds_used, resampled=info.resampled,
         cropped=info.cropped, loudness_gain_db=info.gain_db, loudness_lufs=info.loudness_lufs,
-        prompt_tokens=len(kept), prompt_frames=int(prompt_feat.shape[0]),
-        tokens_dropped=len(tokens.tokens) - len(kept),
-        near_boundary_tokens=tuple(int(i) for i in np.flatnonzero(tokens.near_boundary[: len(kept)])))
-    stages = {"wav24": wav24, "wav16": wav16, "fbank": fbank, "mel128": mel128, "tokenizer_fsq": fsq,
-              "tokenizer_tokens": tokens.tokens, "prompt_feat": prompt_feat, "embedding": embedding}
-    return PreparedVoice(voice, report, stages, timings)
+        prompt_tokens=kept, prompt_frames=voice.prompt_frames,
+        tokens_dropped=len(tokens.tokens) - kept,
+        near_boundary_tokens=tuple(int(i) for i in np.flatnonzero(tokens.near_boundary[:kept])))
+    return PreparedVoice(voice, report, embedded.stages, timings)
 
 
 class VoicePreparer:
@@ -169,4 +192,5 @@ class VoicePreparer:
         return prepare_from_24k(wav24, info, self.runners)
 
 
-__all__ = ["VoicePreparer", "PreparedVoice", "VoiceReport", "VOICE_ROLES", "align_tokens"]
+__all__ = ["VoicePreparer", "PreparedVoice", "VoiceReport", "VOICE_ROLES", "EmbeddedReference", "align_tokens",
+           "embed_reference"]

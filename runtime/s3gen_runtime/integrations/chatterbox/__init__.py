@@ -1,0 +1,12 @@
+"""S3Gen from artifacts inside upstream Chatterbox: `install(tts, artifacts)` replaces `tts.s3gen` with a
+drop-in that keeps upstream's call contract (inference, flow_inference, hift_inference, embed_ref, tokenizer,
+device, dtype) and upstream's random draws, so a seeded request gives upstream's mel.
+
+This is the one part of the runtime that imports torch: its caller's TTS object already runs on it.
+"""
+from .drop_in import S3GenDropIn
+from .install import SUPPORTED_VERSIONS, UnsupportedUpstream, install, upstream_version
+from .tokenizer import S3TokenizerDropIn
+
+__all__ = ["S3GenDropIn", "S3TokenizerDropIn", "SUPPORTED_VERSIONS", "UnsupportedUpstream", "install",
+           "upstream_version"]

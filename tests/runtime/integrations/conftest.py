@@ -1,0 +1,53 @@
+"""Upstream chatterbox-tts objects for the drop-in's tests (tests/runtime/integrations/upstream_chatterbox.py)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import upstream_chatterbox  # noqa: E402
+
+PROMPT_TOKENS = 25
+MAKE_TTS = {"standard": upstream_chatterbox.standard_tts, "meanflow": upstream_chatterbox.turbo_tts}
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    upstream_chatterbox.require_upstream()
+    return upstream_chatterbox
+
+
+def random_ref_dict(seed: int = 0) -> dict:
+    """A ref_dict as embed_ref returns it: prompt tokens, a log-mel-like prompt (F = 2P) and an x-vector."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    p = PROMPT_TOKENS
+    return {"prompt_token": torch.from_numpy(rng.integers(0, 6561, (1, p))), "prompt_token_len": torch.tensor([p]),
+            "prompt_feat": torch.from_numpy((rng.standard_normal((1, 2 * p, 80)) * 2 - 5).astype(np.float32)),
+            "prompt_feat_len": None,
+            "embedding": torch.from_numpy(rng.standard_normal((1, 192)).astype(np.float32))}
+
+
+@pytest.fixture(scope="session")
+def upstream_model(upstream, synthetic_checkpoint):
+    """upstream_model(variant) -> upstream's own S3Token2Wav on the synthetic checkpoint (one per session)."""
+    cache = {}
+
+    def get(variant):
+        if variant not in cache:
+            cache[variant] = upstream.upstream_s3gen(synthetic_checkpoint(variant), variant == "meanflow")
+        return cache[variant]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def make_tts(upstream, upstream_model, tmp_path_factory):
+    """make_tts(variant) -> a new upstream TTS object (ChatterboxTTS / ChatterboxTurboTTS, tiny T3) over
+    upstream's S3Gen."""
+    def make(variant):
+        return MAKE_TTS[variant](upstream_model(variant), tmp_path_factory.mktemp(f"tts_{variant}"), random_ref_dict())
+
+    return make

@@ -1,0 +1,159 @@
+"""Upstream chatterbox-tts for the drop-in's tests (installed --no-deps by `make setup-upstream`; never a
+project dependency): a torchaudio stand-in, upstream S3Gen on the synthetic checkpoint, and TTS objects with
+tiny T3s. A plain helper module, imported by name."""
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import sys
+import types
+
+import numpy as np
+import pytest
+
+TINY_LLAMA = "s3gen_aot_tiny_llama"
+TINY_GPT2 = "s3gen_aot_tiny_gpt2"
+SPEECH_IDS = np.arange(100, 110)       # the ids the tiny T3s emit (any 10 valid speech tokens)
+STOP_SHARE = 1.0                       # stop is as likely as each of them: about one in 11 steps ends
+
+
+def stub_torchaudio() -> None:
+    """Upstream imports torchaudio at module level, and the torchaudio wheels here are CUDA builds that do not
+    load beside the CPU torch. Nothing on the paths these tests run calls it (embed_ref's resampler and fbank
+    are compared through the golden voice files instead), so an empty stand-in that refuses use is enough."""
+    if "torchaudio" in sys.modules:
+        return
+
+    def module(name):
+        mod = types.ModuleType(name)
+        mod.__path__ = []
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        sys.modules[name] = mod
+        return mod
+
+    torchaudio = module("torchaudio")
+    for sub in ("compliance", "transforms", "functional"):
+        setattr(torchaudio, sub, module(f"torchaudio.{sub}"))
+    torchaudio.compliance.kaldi = module("torchaudio.compliance.kaldi")
+
+    class Resample:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("torchaudio is a stand-in in these tests")
+
+    torchaudio.transforms.Resample = Resample
+
+
+def require_upstream():
+    """Import upstream chatterbox; skip where it is not installed, unless S3GEN_REQUIRE_UPSTREAM is set (CI)."""
+    stub_torchaudio()
+    try:
+        import perth
+
+        if perth.PerthImplicitWatermarker is None:
+            # resemble-perth's neural watermarker needs pkg_resources, which this environment lacks; the
+            # watermarker is not S3Gen's business, so the tests use perth's own pass-through one
+            perth.PerthImplicitWatermarker = perth.DummyWatermarker
+        importlib.import_module("chatterbox.tts")
+    except ImportError as e:
+        if os.environ.get("S3GEN_REQUIRE_UPSTREAM"):
+            pytest.fail(f"upstream chatterbox-tts is required here (S3GEN_REQUIRE_UPSTREAM) and missing: {e}")
+        pytest.skip(f"upstream chatterbox-tts not installed ({e}); make setup-upstream installs it")
+
+
+def upstream_s3gen(checkpoint, meanflow: bool):
+    """Upstream's own S3Token2Wav with the synthetic checkpoint's tensors, eval mode."""
+    from safetensors.torch import load_file
+    from chatterbox.models.s3gen import S3Gen
+
+    model = S3Gen(meanflow=meanflow).eval()
+    missing = model.load_state_dict(load_file(str(checkpoint)), strict=False)
+    assert set(missing.missing_keys) <= set(S3Gen.ignore_state_dict_missing) and not missing.unexpected_keys
+    return model
+
+
+def _stop_biased_head(t3):
+    """Zero weights and a bias that leaves only SPEECH_IDS and the stop token: T3 then ends after ~20 tokens
+    instead of running to its 1000-token limit, whatever its random layers compute."""
+    import torch
+
+    head = torch.nn.Linear(t3.speech_head.in_features, t3.speech_head.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-30.0)
+        head.bias[SPEECH_IDS] = 0.0
+        head.bias[t3.hp.stop_speech_token] = float(np.log(STOP_SHARE))
+    t3.speech_head = head
+
+
+def _register_configs():
+    from chatterbox.models.t3.llama_configs import LLAMA_CONFIGS
+
+    LLAMA_CONFIGS.setdefault(TINY_LLAMA, dict(
+        # upstream's perceiver resampler is built 1024 wide, so the width stays; one layer keeps it small
+        LLAMA_CONFIGS["Llama_520M"], intermediate_size=1024, num_hidden_layers=1, torch_dtype="float32"))
+    LLAMA_CONFIGS.setdefault(TINY_GPT2, dict(
+        LLAMA_CONFIGS["GPT2_medium"], n_embd=64, hidden_size=64, n_head=4, n_layer=2, n_ctx=2048, n_positions=2048))
+
+
+def char_tokenizer_file(path, extra=()):
+    """A character-level tokenizers.Tokenizer file with upstream's special tokens (EnTokenizer's format)."""
+    from tokenizers import AddedToken, Tokenizer, models
+
+    specials = ["[START]", "[STOP]", "[UNK]", "[SPACE]", *extra]
+    symbols = specials + list("abcdefghijklmnopqrstuvwxyz.,!?'")
+    tokenizer = Tokenizer(models.BPE({s: i for i, s in enumerate(symbols)}, [], unk_token="[UNK]"))
+    tokenizer.add_special_tokens([AddedToken(s, special=True) for s in specials])
+    tokenizer.save(str(path))
+    return path
+
+
+def standard_tts(s3gen, tmp_path, ref_dict):
+    """ChatterboxTTS with a tiny Llama T3, upstream's voice encoder, a character tokenizer and conditionals."""
+    import torch
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.cond_enc import T3Cond
+    from chatterbox.models.t3.modules.t3_config import T3Config
+    from chatterbox.models.tokenizers import EnTokenizer
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.tts import ChatterboxTTS, Conditionals
+
+    _register_configs()
+    torch.manual_seed(0)
+    hp = T3Config.english_only()
+    hp.llama_config_name = TINY_LLAMA
+    t3 = T3(hp).eval()
+    _stop_biased_head(t3)
+    cond = T3Cond(speaker_emb=torch.randn(1, 256), cond_prompt_speech_tokens=torch.randint(0, 6561, (1, 150)),
+                  emotion_adv=0.5 * torch.ones(1, 1, 1))
+    tokenizer = EnTokenizer(str(char_tokenizer_file(tmp_path / "tokenizer.json")))
+    return ChatterboxTTS(t3, s3gen, VoiceEncoder().eval(), tokenizer, "cpu", Conditionals(cond, dict(ref_dict)))
+
+
+def turbo_tts(s3gen, tmp_path, ref_dict):
+    """ChatterboxTurboTTS with a tiny GPT-2 T3 (Turbo's layout) and a character tokenizer."""
+    import torch
+    from transformers import PreTrainedTokenizerFast
+    from chatterbox.models.t3 import T3
+    from chatterbox.models.t3.modules.cond_enc import T3Cond
+    from chatterbox.models.t3.modules.t3_config import T3Config
+    from chatterbox.models.voice_encoder import VoiceEncoder
+    from chatterbox.tts_turbo import ChatterboxTurboTTS, Conditionals
+
+    _register_configs()
+    torch.manual_seed(0)
+    hp = T3Config(text_tokens_dict_size=64)
+    hp.llama_config_name = TINY_GPT2
+    hp.speech_tokens_dict_size = 6563
+    hp.input_pos_emb = None
+    hp.speech_cond_prompt_len = 375
+    hp.use_perceiver_resampler = False
+    hp.emotion_adv = False
+    t3 = T3(hp).eval()
+    _stop_biased_head(t3)
+    del t3.tfmr.wte
+    cond = T3Cond(speaker_emb=torch.randn(1, 256), cond_prompt_speech_tokens=torch.randint(0, 6561, (1, 375)),
+                  emotion_adv=None)
+    path = char_tokenizer_file(tmp_path / "turbo_tokenizer.json", extra=["[PAD]"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), unk_token="[UNK]", pad_token="[PAD]")
+    return ChatterboxTurboTTS(t3, s3gen, VoiceEncoder().eval(), tokenizer, "cpu", Conditionals(cond, dict(ref_dict)))
