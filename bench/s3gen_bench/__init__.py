@@ -4,7 +4,8 @@
 
 Sections: a. speed (speed.py), b. solver fidelity and int8 (fidelity.py), c. scaling (scaling.py),
 d. memory (memory.py), e. meanflow end to end (meanflow.py), f. voice preparation (voice.py), g. streaming (streaming.py),
-h. Vocos vs HiFT (vocos.py), i. export time per graph (export_time.py; not in --quick). Each writes <section>.json into `out`; report.py writes summary.md and
+h. Vocos vs HiFT (vocos.py), i. export time per graph (export_time.py; not in --quick), j. upstream Chatterbox's
+generate() with eager S3Gen vs the drop-in (chatterbox.py; not in --quick: it builds real-size T3s). Each writes <section>.json into `out`; report.py writes summary.md and
 plots.py the PNGs. The synthetic checkpoint and its fp32 + int8 export are made once in `workdir`
 and reused while current (setup.py).
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 from .common import Progress, load_average, machine_info, write_json
 from .config import BenchConfig
 
-SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming", "vocos", "export_time")
+SECTIONS = ("speed", "fidelity", "scaling", "memory", "meanflow", "voice", "streaming", "vocos", "export_time",
+            "chatterbox")
 
 
 def section_dates(out: Path, sections, date: str) -> dict:
@@ -187,6 +189,20 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         results["export_time"] = run_export_time(checkpoints, workdir / "export_time", progress)
         write_json(out / "export_time.json", results["export_time"])
         plots += plot_export_time(results["export_time"], out)
+    if "chatterbox" in sections and cfg.quick:
+        progress("[j] Chatterbox generate(): skipped in --quick (it builds real-size T3s)")
+    elif "chatterbox" in sections:
+        progress("[j] Chatterbox generate(): upstream's eager S3Gen vs the drop-in, same seed, same tokens")
+        from .chatterbox import run_chatterbox
+
+        checkpoints, folders = {"standard": checkpoint}, {"standard": artifacts}
+        mf_checkpoint, mf_folder = ((Path(meanflow[0]), Path(meanflow[1])) if meanflow else
+                                    (workdir / "synthetic_meanflow.safetensors", workdir / "synthetic_meanflow"))
+        if (mf_folder / "manifest.json").is_file() and mf_checkpoint.is_file():   # section e's export
+            checkpoints["meanflow"], folders["meanflow"] = mf_checkpoint, mf_folder
+        results["chatterbox"] = run_chatterbox(checkpoints, folders, cfg.chatterbox_repeats,
+                                               cfg.chatterbox_mean_tokens, progress)
+        write_json(out / "chatterbox.json", results["chatterbox"])
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()
     results["machine"]["load_average_at_end"] = results["load_average_at_end"]
@@ -216,7 +232,8 @@ def rebuild_report(out, progress: Progress = print) -> dict:
     plots = []
     for name, plot in (("speed", plot_speed), ("fidelity", plot_fidelity), ("scaling", plot_scaling),
                        ("memory", plot_memory), ("meanflow", None), ("voice", None),
-                       ("streaming", plot_streaming), ("vocos", None), ("export_time", plot_export_time)):
+                       ("streaming", plot_streaming), ("vocos", None), ("export_time", plot_export_time),
+                       ("chatterbox", None)):
         if (out / f"{name}.json").is_file():
             results[name] = json.loads((out / f"{name}.json").read_text())
             plots += plot(results[name], out) if plot else []

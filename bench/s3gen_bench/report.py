@@ -9,6 +9,7 @@ from .scaling import ATTENTION
 from .meanflow import meanflow_section, meanflow_target
 from .voice import voice_section
 from .streaming import streaming_section
+from .chatterbox import chatterbox_section
 from .export_time import export_time_section
 from .vocos import vocos_section
 from .memory import memory_targets
@@ -392,7 +393,9 @@ def write_summary(out: Path, results: dict) -> Path:
         lines += vocos_section(results["vocos"])
     if results.get("export_time"):
         lines += export_time_section(results["export_time"])
-    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, streaming.json, vocos.json, export_time.json, machine.json (all numbers, "
+    if results.get("chatterbox"):
+        lines += chatterbox_section(results["chatterbox"])
+    lines += ["## Files", "", "speed.json, fidelity.json, scaling.json, memory.json, meanflow.json, voice.json, streaming.json, vocos.json, export_time.json, chatterbox.json, machine.json (all numbers, "
               "every run); this summary; the PNG plots.", ""]
     path = Path(out) / "summary.md"
     path.write_text("\n".join(lines), encoding="utf-8")

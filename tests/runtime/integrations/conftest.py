@@ -1,12 +1,11 @@
-"""Upstream chatterbox-tts objects for the drop-in's tests (tests/runtime/integrations/upstream_chatterbox.py)."""
-import sys
-from pathlib import Path
+"""Upstream chatterbox-tts objects for the drop-in's tests (built by s3gen_bench.upstream_chatterbox, which bench
+section j shares)."""
+import os
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import upstream_chatterbox  # noqa: E402
+from s3gen_bench import upstream_chatterbox
 
 PROMPT_TOKENS = 25
 MAKE_TTS = {"standard": upstream_chatterbox.standard_tts, "meanflow": upstream_chatterbox.turbo_tts}
@@ -14,7 +13,14 @@ MAKE_TTS = {"standard": upstream_chatterbox.standard_tts, "meanflow": upstream_c
 
 @pytest.fixture(scope="session")
 def upstream():
-    upstream_chatterbox.require_upstream()
+    """Upstream chatterbox imported; skipped where it is not installed, unless S3GEN_REQUIRE_UPSTREAM is set
+    (make test sets it, so CI fails rather than skips)."""
+    try:
+        upstream_chatterbox.import_upstream()
+    except upstream_chatterbox.UpstreamMissing as e:
+        if os.environ.get("S3GEN_REQUIRE_UPSTREAM"):
+            pytest.fail(f"{e} (S3GEN_REQUIRE_UPSTREAM is set)")
+        pytest.skip(str(e))
     return upstream_chatterbox
 
 

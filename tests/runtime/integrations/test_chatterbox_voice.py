@@ -18,7 +18,8 @@ PROMPT_FEAT_TOL, EMBEDDING_TOL = 1e-3, 1e-5
 
 @pytest.fixture(scope="module")
 def drop_in(exported):
-    return S3GenDropIn(S3GenRuntime(exported("standard")))
+    """Over the meanflow artifacts: the same voice graphs as the standard ones, and 2-step syntheses."""
+    return S3GenDropIn(S3GenRuntime(exported("meanflow")))
 
 
 def golden_voice(golden, case):

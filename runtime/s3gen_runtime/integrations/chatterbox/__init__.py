@@ -6,7 +6,8 @@ This is the one part of the runtime that imports torch: its caller's TTS object 
 """
 from .drop_in import S3GenDropIn
 from .install import SUPPORTED_VERSIONS, UnsupportedUpstream, install, upstream_version
+from .timing import generate_timed
 from .tokenizer import S3TokenizerDropIn
 
-__all__ = ["S3GenDropIn", "S3TokenizerDropIn", "SUPPORTED_VERSIONS", "UnsupportedUpstream", "install",
-           "upstream_version"]
+__all__ = ["S3GenDropIn", "S3TokenizerDropIn", "SUPPORTED_VERSIONS", "UnsupportedUpstream", "generate_timed",
+           "install", "upstream_version"]

@@ -1,21 +1,20 @@
-"""Upstream chatterbox-tts for the drop-in's tests (installed --no-deps by `make setup-upstream`; never a
-project dependency): a torchaudio stand-in, upstream S3Gen on the synthetic checkpoint, and TTS objects with
-tiny T3s. A plain helper module, imported by name."""
+"""Upstream chatterbox-tts objects for the drop-in's tests and bench section j (upstream is installed --no-deps
+by `make setup-upstream`; never a dependency of s3gen-aot): a torchaudio stand-in, upstream's S3Gen on the
+synthetic checkpoint, and TTS objects whose T3 has random weights (tiny for the tests, the real size for the
+bench) and a head that makes it stop after a chosen number of tokens on average."""
 from __future__ import annotations
 
 import importlib
 import importlib.machinery
-import os
 import sys
 import types
 
 import numpy as np
-import pytest
 
 TINY_LLAMA = "s3gen_aot_tiny_llama"
 TINY_GPT2 = "s3gen_aot_tiny_gpt2"
-SPEECH_IDS = np.arange(100, 110)       # the ids the tiny T3s emit (any 10 valid speech tokens)
-STOP_SHARE = 1.0                       # stop is as likely as each of them: about one in 11 steps ends
+REAL_SIZE = {"standard": "Llama_520M", "meanflow": "GPT2_medium"}
+SPEECH_IDS = np.arange(100, 110)       # the ids the T3s emit (any 10 valid speech tokens)
 
 
 def stub_torchaudio() -> None:
@@ -44,21 +43,23 @@ def stub_torchaudio() -> None:
     torchaudio.transforms.Resample = Resample
 
 
-def require_upstream():
-    """Import upstream chatterbox; skip where it is not installed, unless S3GEN_REQUIRE_UPSTREAM is set (CI)."""
+class UpstreamMissing(ImportError):
+    """chatterbox-tts (or what its modules import) is not installed."""
+
+
+def import_upstream() -> None:
+    """Import upstream chatterbox (torchaudio stood in for); UpstreamMissing where it is not installed."""
     stub_torchaudio()
     try:
         import perth
 
         if perth.PerthImplicitWatermarker is None:
             # resemble-perth's neural watermarker needs pkg_resources, which this environment lacks; the
-            # watermarker is not S3Gen's business, so the tests use perth's own pass-through one
+            # watermarker is not S3Gen's business, so perth's own pass-through one stands in
             perth.PerthImplicitWatermarker = perth.DummyWatermarker
         importlib.import_module("chatterbox.tts")
     except ImportError as e:
-        if os.environ.get("S3GEN_REQUIRE_UPSTREAM"):
-            pytest.fail(f"upstream chatterbox-tts is required here (S3GEN_REQUIRE_UPSTREAM) and missing: {e}")
-        pytest.skip(f"upstream chatterbox-tts not installed ({e}); make setup-upstream installs it")
+        raise UpstreamMissing(f"upstream chatterbox-tts not installed ({e}); make setup-upstream installs it") from e
 
 
 def upstream_s3gen(checkpoint, meanflow: bool):
@@ -68,13 +69,16 @@ def upstream_s3gen(checkpoint, meanflow: bool):
 
     model = S3Gen(meanflow=meanflow).eval()
     missing = model.load_state_dict(load_file(str(checkpoint)), strict=False)
-    assert set(missing.missing_keys) <= set(S3Gen.ignore_state_dict_missing) and not missing.unexpected_keys
+    if not set(missing.missing_keys) <= set(S3Gen.ignore_state_dict_missing) or missing.unexpected_keys:
+        raise ValueError(f"{checkpoint} does not fit upstream S3Gen: missing {missing.missing_keys[:5]}, "
+                         f"unexpected {missing.unexpected_keys[:5]}")
     return model
 
 
-def _stop_biased_head(t3):
-    """Zero weights and a bias that leaves only SPEECH_IDS and the stop token: T3 then ends after ~20 tokens
-    instead of running to its 1000-token limit, whatever its random layers compute."""
+def _stop_biased_head(t3, mean_tokens: float):
+    """Zero weights and a bias that leaves only SPEECH_IDS and the stop token, stop with probability
+    1 / mean_tokens per step: T3 then ends after mean_tokens tokens on average instead of running to its
+    1000-token limit, whatever its random layers compute."""
     import torch
 
     head = torch.nn.Linear(t3.speech_head.in_features, t3.speech_head.out_features, bias=True)
@@ -82,7 +86,7 @@ def _stop_biased_head(t3):
         head.weight.zero_()
         head.bias.fill_(-30.0)
         head.bias[SPEECH_IDS] = 0.0
-        head.bias[t3.hp.stop_speech_token] = float(np.log(STOP_SHARE))
+        head.bias[t3.hp.stop_speech_token] = float(np.log(len(SPEECH_IDS) / (mean_tokens - 1)))
     t3.speech_head = head
 
 
@@ -108,8 +112,9 @@ def char_tokenizer_file(path, extra=()):
     return path
 
 
-def standard_tts(s3gen, tmp_path, ref_dict):
-    """ChatterboxTTS with a tiny Llama T3, upstream's voice encoder, a character tokenizer and conditionals."""
+def standard_tts(s3gen, tmp_path, ref_dict, real_size: bool = False, mean_tokens: float = 11.0):
+    """ChatterboxTTS with a random Llama T3 (tiny, or the real 520M layout), upstream's voice encoder, a
+    character tokenizer and conditionals."""
     import torch
     from chatterbox.models.t3 import T3
     from chatterbox.models.t3.modules.cond_enc import T3Cond
@@ -121,17 +126,19 @@ def standard_tts(s3gen, tmp_path, ref_dict):
     _register_configs()
     torch.manual_seed(0)
     hp = T3Config.english_only()
-    hp.llama_config_name = TINY_LLAMA
+    hp.llama_config_name = REAL_SIZE["standard"] if real_size else TINY_LLAMA
     t3 = T3(hp).eval()
-    _stop_biased_head(t3)
+    _stop_biased_head(t3, mean_tokens)
     cond = T3Cond(speaker_emb=torch.randn(1, 256), cond_prompt_speech_tokens=torch.randint(0, 6561, (1, 150)),
                   emotion_adv=0.5 * torch.ones(1, 1, 1))
     tokenizer = EnTokenizer(str(char_tokenizer_file(tmp_path / "tokenizer.json")))
     return ChatterboxTTS(t3, s3gen, VoiceEncoder().eval(), tokenizer, "cpu", Conditionals(cond, dict(ref_dict)))
 
 
-def turbo_tts(s3gen, tmp_path, ref_dict):
-    """ChatterboxTurboTTS with a tiny GPT-2 T3 (Turbo's layout) and a character tokenizer."""
+def turbo_tts(s3gen, tmp_path, ref_dict, real_size: bool = False, mean_tokens: float = 11.0):
+    """ChatterboxTurboTTS with a random GPT-2 T3 (tiny, or the real GPT-2 medium layout) and a character
+    tokenizer. Turbo's default top_p (0.95) drops the stop token below 5 % mass: generate with top_p=1.0 for
+    mean_tokens above ~20."""
     import torch
     from transformers import PreTrainedTokenizerFast
     from chatterbox.models.t3 import T3
@@ -143,14 +150,14 @@ def turbo_tts(s3gen, tmp_path, ref_dict):
     _register_configs()
     torch.manual_seed(0)
     hp = T3Config(text_tokens_dict_size=64)
-    hp.llama_config_name = TINY_GPT2
+    hp.llama_config_name = REAL_SIZE["meanflow"] if real_size else TINY_GPT2
     hp.speech_tokens_dict_size = 6563
     hp.input_pos_emb = None
     hp.speech_cond_prompt_len = 375
     hp.use_perceiver_resampler = False
     hp.emotion_adv = False
     t3 = T3(hp).eval()
-    _stop_biased_head(t3)
+    _stop_biased_head(t3, mean_tokens)
     del t3.tfmr.wte
     cond = T3Cond(speaker_emb=torch.randn(1, 256), cond_prompt_speech_tokens=torch.randint(0, 6561, (1, 375)),
                   emotion_adv=None)
