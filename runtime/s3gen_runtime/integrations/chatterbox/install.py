@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ...errors import InputError
+from ...manifest import load_manifest
 from ...pipeline import S3GenRuntime
 from .drop_in import S3GenDropIn
 
@@ -60,17 +61,18 @@ def install(tts, artifacts, **runtime_options) -> S3GenDropIn:
     replaced = getattr(tts, "s3gen", None)
     if replaced is None:
         raise InputError(f"{type(tts).__qualname__} has no s3gen to replace")
+    wanted = variant_of(tts, replaced)
     if isinstance(artifacts, S3GenRuntime):
         if runtime_options:
             raise InputError("runtime options go with an artifact folder, not with an S3GenRuntime already made")
-        runtime = artifacts
-    else:
-        runtime = S3GenRuntime(Path(artifacts), **runtime_options)
-    wanted = variant_of(tts, replaced)
-    if runtime.variant != wanted:
-        raise InputError(f"{runtime.folder} holds the {runtime.variant} S3Gen, but {type(tts).__qualname__} runs the "
-                         f"{wanted} one: export {'s3gen_meanflow' if wanted == 'meanflow' else 's3gen'}.safetensors "
-                         f"for it")
+        folder, variant = artifacts.folder, artifacts.variant
+    else:   # the manifest alone says the variant: refuse before loading a GB of graphs
+        folder = Path(artifacts)
+        variant = load_manifest(folder, verify=False).checkpoint.variant
+    if variant != wanted:
+        raise InputError(f"{folder} holds the {variant} S3Gen, but {type(tts).__qualname__} runs the {wanted} one: "
+                         f"export {'s3gen_meanflow' if wanted == 'meanflow' else 's3gen'}.safetensors for it")
+    runtime = artifacts if isinstance(artifacts, S3GenRuntime) else S3GenRuntime(folder, **runtime_options)
     fixed = getattr(getattr(getattr(replaced, "flow", None), "decoder", None), "rand_noise", None)
     drop_in = S3GenDropIn(runtime, device=replaced.device, dtype=replaced.dtype,
                           fixed_noise=fixed if torch.is_tensor(fixed) else None)
