@@ -17,6 +17,12 @@ class ServeOptions:
     metrics_port: int = 8002
     max_batch: int = 1
     max_queue_delay_ms: float = 20.0
+    # Triton's queue policy: beyond max_queue_size waiting requests a new one is refused at once ("server
+    # busy", HTTP 503), and one that waited queue_timeout_ms is refused instead of run; 0 = no limit.
+    # Defaults from the 32-client overload run (README "Overload"): about 4 requests per instance, so a
+    # refused client learns it at once instead of waiting behind a queue that only grows.
+    max_queue_size: int = 8
+    queue_timeout_ms: float = 30_000.0
     instances: int = 2
     threads: int | None = None
     precision: str = "fp32"

@@ -44,20 +44,31 @@ def triton_config(options: ServeOptions):
                         strict_readiness=True, log_verbose=0)
 
 
+def queue_policy(options: ServeOptions):
+    """The bounded queue: requests past max_queue_size, or waiting past the timeout, are refused (REJECT)."""
+    from pytriton.model_config import QueuePolicy, TimeoutAction
+
+    return QueuePolicy(timeout_action=TimeoutAction.REJECT, max_queue_size=options.max_queue_size,
+                       default_timeout_microseconds=int(round(options.queue_timeout_ms * 1000)))
+
+
 def model_config(options: ServeOptions):
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
     delay_us = int(round(options.max_queue_delay_ms * 1000))
-    return ModelConfig(max_batch_size=options.max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us))
+    batcher = DynamicBatcher(max_queue_delay_microseconds=delay_us, default_queue_policy=queue_policy(options))
+    return ModelConfig(max_batch_size=options.max_batch, batcher=batcher)
 
 
-def stream_model_config():
+def stream_model_config(options: ServeOptions):
     """Decoupled, one request per call: every response of a decoupled callable answers all the requests of
     its call, so requests batched together would have to stream in lockstep. max_batch_size 1 (not 0)
-    keeps the batch dimension, so a stream request is shaped exactly as an `s3gen` request."""
-    from pytriton.model_config import ModelConfig
+    keeps the batch dimension, so a stream request is shaped exactly as an `s3gen` request; the batcher
+    (batches of one) is there for its queue policy, the same bound as the `s3gen` model's."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig
 
-    return ModelConfig(max_batch_size=1, batcher=None, decoupled=True)
+    return ModelConfig(max_batch_size=1, batcher=DynamicBatcher(default_queue_policy=queue_policy(options)),
+                       decoupled=True)
 
 
 def security_config():
@@ -114,7 +125,7 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
         stream_model = S3GenStreamModel(model.runtime)      # the same loaded runtime, no second copy
         triton.bind(model_name=STREAM_MODEL_NAME, infer_func=[stream_model] * options.instances,
                     inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
-                    config=stream_model_config(), strict=False)
+                    config=stream_model_config(options), strict=False)
         triton.run()
         say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
             f"http://{options.host}:{options.http_port} "
