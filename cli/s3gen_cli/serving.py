@@ -56,8 +56,10 @@ QUEUE_TIMEOUT = click.option(
               help="ONNX Runtime's threads spin between kernels (they share the cores with the server's own processes).")
 @QUEUE_SIZE
 @QUEUE_TIMEOUT
+@click.option("--max-request-mb", default=ServeOptions.max_request_mb, show_default=True,
+              type=click.FloatRange(0.01, 1024), help="Largest HTTP request body; larger ones are refused (HTTP 413).")
 def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_ms, instances, threads,
-              precision, spinning, max_queue_size, queue_timeout_ms) -> None:
+              precision, spinning, max_queue_size, queue_timeout_ms, max_request_mb) -> None:
     """Serve ARTIFACTS as Triton model 's3gen' (KServe v2 over HTTP and gRPC) until SIGTERM or Ctrl-C."""
     from s3gen_runtime.errors import S3GenError
     from s3gen_runtime.serving.server import serve
@@ -65,7 +67,8 @@ def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, ma
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, instances=instances,
                            threads=threads, precision=precision, allow_spinning=spinning,
-                           max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms)
+                           max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms,
+                           max_request_mb=max_request_mb)
     try:
         code = serve(artifacts, options, say=lambda m: click.echo(m, err=False))
     except ModuleNotFoundError as e:
@@ -147,7 +150,8 @@ def triton_repo_cmd(artifacts, out, max_batch, max_queue_delay_ms, instances, th
     try:
         repo = write_repository(artifacts, out, max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms,
                                 instances=instances, threads=threads, precision=precision, backend=backend,
-                                max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms)
+                                max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms,
+                           max_request_mb=max_request_mb)
     except (S3GenError, ValueError, OSError) as e:
         _fail(str(e))
     click.echo(f"wrote {repo}/s3gen (config.pbtxt, 1/model.py); start it with: tritonserver --model-repository {repo}")

@@ -23,6 +23,9 @@ class ServeOptions:
     # refused client learns it at once instead of waiting behind a queue that only grows.
     max_queue_size: int = 8
     queue_timeout_ms: float = 30_000.0
+    # the HTTP front refuses larger bodies (413); the largest valid request (4096 mel frames of prompt in
+    # JSON text) is about 5 MB
+    max_request_mb: float = 16.0
     instances: int = 2
     threads: int | None = None
     precision: str = "fp32"

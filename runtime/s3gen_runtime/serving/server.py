@@ -18,6 +18,8 @@ import numpy as np
 
 from ..pipeline import S3GenRuntime
 from .environment import allow_ragged_batching, check_numpy, patch_generated_models, point_stub_at_libpython
+from .front import FrontLimits, start_front
+from .launch import free_ports
 from .model import S3GenModel
 from .options import ServeOptions
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
@@ -35,10 +37,11 @@ def triton_tensors(specs):
     return [Tensor(name=s.name, dtype=s.dtype, shape=s.shape, optional=s.optional) for s in specs]
 
 
-def triton_config(options: ServeOptions):
+def triton_config(options: ServeOptions, backend_http_port: int):
+    """tritonserver's own HTTP port is on loopback only: clients reach it through the front (front.py)."""
     from pytriton.triton import TritonConfig
 
-    return TritonConfig(http_address=options.host, http_port=options.http_port, grpc_address=options.host,
+    return TritonConfig(http_address="127.0.0.1", http_port=backend_http_port, grpc_address=options.host,
                         grpc_port=options.grpc_port, metrics_address=options.host,
                         metrics_port=options.metrics_port, exit_timeout_secs=EXIT_TIMEOUT_S,
                         strict_readiness=True, log_verbose=0)
@@ -118,7 +121,8 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     # answers /v2/health/ready with 200. With the model written to a local repository before the server
     # starts, tritonserver loads it first and opens its endpoints only then.
     policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
-    with Triton(config=triton_config(options), security_config=security_config(),
+    backend_http_port = free_ports(1)[0]
+    with Triton(config=triton_config(options, backend_http_port), security_config=security_config(),
                 triton_lifecycle_policy=policy) as triton:
         triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
                     outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
@@ -127,13 +131,21 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
                     inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
                     config=stream_model_config(options), strict=False)
         triton.run()
+        limits = FrontLimits(int(options.max_request_mb * 2**20), options.max_queue_size, options.queue_timeout_ms)
+        front = start_front(options.host, options.http_port, backend_http_port, limits)
         say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
-            f"http://{options.host}:{options.http_port} "
+            f"http://{options.host}:{options.http_port} (tritonserver's HTTP on 127.0.0.1:{backend_http_port}) "
             f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
-        while not stop.wait(0.5):
-            if not triton.is_alive():
-                say("error: tritonserver stopped on its own")
-                return 1
-        say("stopping: draining in-flight requests")
+        try:
+            while not stop.wait(0.5):
+                if not triton.is_alive():
+                    say("error: tritonserver stopped on its own")
+                    return 1
+            say("stopping: draining in-flight requests")
+            front.shutdown()        # no new connections; the requests in flight go on through tritonserver's drain
+        finally:
+            front.server_close()
+    # tritonserver has answered every request it accepted: let the front hand the last answers back
+    front.wait_idle(timeout_s=10.0)
     say("stopped")
     return 0
