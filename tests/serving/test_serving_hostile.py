@@ -250,3 +250,11 @@ def test_fuzz_every_input_gets_a_400_or_a_finite_wav_of_the_right_length(small_s
 def test_after_all_of_it_the_server_is_ready_and_exact(small_server, utterance, direct):
     _still_serves(small_server, utterance, direct)
     assert small_server.proc.poll() is None
+
+
+def test_the_log_holds_no_request_values(small_server):
+    """Refusals are logged as one line without their reason: the reasons above quoted the requests' values."""
+    log = small_server.text()
+    assert "refused a request" in log
+    for quoted in (str(2**62), "outside the vocabulary", "rk45", "3e+38", "Traceback"):
+        assert quoted not in log, quoted

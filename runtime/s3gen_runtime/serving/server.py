@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline import S3GenRuntime
-from .environment import allow_ragged_batching, check_numpy, patch_generated_models, point_stub_at_libpython
+from .environment import (allow_ragged_batching, check_numpy, patch_generated_models, point_stub_at_libpython,
+                          refusal_prefix)
 from .front import FrontLimits, start_front
 from .launch import free_ports
 from .model import S3GenModel
@@ -82,6 +83,25 @@ def security_config():
     return TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
 
 
+class RefusalLogFilter(logging.Filter):
+    """PyTriton logs every refused request at WARNING with its traceback and reason, and a reason may quote
+    the request's values (token ids, a solver string). The record keeps one line without them: the
+    reason goes to the client only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if refusal_prefix() in record.getMessage():
+            record.msg = "refused a request (HTTP 400 / INVALID_ARGUMENT; the reason went to the client)"
+            record.args = ()
+        return True
+
+
+def quiet_refusals() -> None:
+    """Idempotent: PyTriton's inference handler's logger gets the filter once."""
+    logger = logging.getLogger("pytriton.proxy.inference")
+    if not any(isinstance(f, RefusalLogFilter) for f in logger.filters):
+        logger.addFilter(RefusalLogFilter())
+
+
 def load_model(artifacts: Path, options: ServeOptions, say=print) -> S3GenModel:
     """Open the artifacts and warm them up: all before the server starts, so ready means ready."""
     extra = {} if options.threads is None else {"intra_op_threads": options.threads}
@@ -114,6 +134,7 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     model = load_model(Path(artifacts), options, say)
     allow_ragged_batching()
     patch_generated_models()
+    quiet_refusals()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
