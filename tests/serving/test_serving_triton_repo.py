@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from s3gen_runtime.serving.client import get_json, infer_arrays, is_ready, synthesize
 from s3gen_runtime.serving.launch import free_ports
@@ -31,6 +32,27 @@ def test_config_text_declares_the_contract():
                           queue_timeout_ms=1500)
     assert ("default_queue_policy { timeout_action: REJECT max_queue_size: 6 default_timeout_microseconds: 1500000 }"
             in bounded)
+
+
+def test_a_failed_write_leaves_no_half_repository(standard_artifacts, tmp_path, monkeypatch):
+    """All or nothing: a write that fails midway leaves the previous model folder as it was, and no other."""
+    import s3gen_runtime.serving.triton_repo as triton_repo
+
+    repo = triton_repo.write_repository(standard_artifacts, tmp_path / "repo", max_batch=2)
+    before = (repo / "s3gen" / "config.pbtxt").read_text()
+
+    def broken_copy(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", broken_copy)
+    with pytest.raises(OSError, match="disk full"):
+        triton_repo.write_repository(standard_artifacts, repo, max_batch=6)
+    assert sorted(p.name for p in repo.iterdir()) == ["s3gen"]
+    assert (repo / "s3gen" / "config.pbtxt").read_text() == before and (repo / "s3gen" / "1" / "model.py").is_file()
+    monkeypatch.undo()
+    triton_repo.write_repository(standard_artifacts, repo, max_batch=6)      # and a rewrite replaces it whole
+    assert "max_batch_size: 6" in (repo / "s3gen" / "config.pbtxt").read_text()
+    assert sorted(p.name for p in repo.iterdir()) == ["s3gen"]
 
 
 def test_stock_tritonserver_serves_the_generated_repository(standard_artifacts, utterance, direct, tmp_path):

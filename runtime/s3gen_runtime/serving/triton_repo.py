@@ -13,6 +13,7 @@ import os
 import shutil
 import site
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,34 @@ def write_repository(artifacts, out, *, max_batch: int = 8, max_queue_delay_ms: 
 
     artifacts = Path(artifacts).resolve()
     load_manifest(artifacts, verify=False)   # a folder that is not an artifact folder fails here, not in Triton
-    model_dir = Path(out) / MODEL_NAME
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    parameters = {"artifacts": str(artifacts), "precision": precision, "backend": backend,
-                  "threads": str(threads or 0), "python_path": python_path()}
-    (model_dir / "config.pbtxt").write_text(config_text(parameters, max_batch, max_queue_delay_ms, instances,
-                                                        max_queue_size, queue_timeout_ms))
-    shutil.copyfile(Path(__file__).with_name("triton_model.py"), model_dir / "1" / "model.py")
-    return Path(out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # all or nothing: the model folder is made beside its place and renamed into it, so a tritonserver
+    # (or a failed or interrupted write) never sees a config without its model.py
+    staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}-", dir=out))
+    try:
+        (staging / "1").mkdir()
+        parameters = {"artifacts": str(artifacts), "precision": precision, "backend": backend,
+                      "threads": str(threads or 0), "python_path": python_path()}
+        (staging / "config.pbtxt").write_text(config_text(parameters, max_batch, max_queue_delay_ms, instances,
+                                                          max_queue_size, queue_timeout_ms))
+        shutil.copyfile(Path(__file__).with_name("triton_model.py"), staging / "1" / "model.py")
+        replace_folder(staging, out / MODEL_NAME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """`new` takes `target`'s place; an older `target` is moved aside first and removed after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_tritonserver(workdir) -> Path:
