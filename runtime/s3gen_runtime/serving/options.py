@@ -19,9 +19,10 @@ class ServeOptions:
     max_queue_delay_ms: float = 20.0
     # Triton's queue policy: beyond max_queue_size waiting requests a new one is refused at once ("server
     # busy", HTTP 503), and one that waited queue_timeout_ms is refused instead of run; 0 = no limit.
-    # Defaults from the 32-client overload run (README "Overload"): about 4 requests per instance, so a
-    # refused client learns it at once instead of waiting behind a queue that only grows.
-    max_queue_size: int = 8
+    # Two waiting per instance keeps both instances busy under load while an accepted request waits about
+    # two requests' time; with 8 waiting, 12 clients saw accepted p50 28 s and 30 s queue timeouts on the
+    # 2-core CPU (README "Overload" has the 32-client run). The timeout is only a safety net.
+    max_queue_size: int = 4
     queue_timeout_ms: float = 30_000.0
     # the HTTP front refuses larger bodies (413); the largest valid request (4096 mel frames of prompt in
     # JSON text) is about 5 MB
