@@ -118,6 +118,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
+        if self.server.unready is not None and (self.path.rstrip("/").endswith(("/ready", "/infer"))):
+            self._refuse(WireError(self.server.unready, status=503))     # stopping: not ready, no new work
+            return
         if self.command == "POST" and self.path.rstrip("/").endswith("/infer"):
             try:
                 limit = self.server.limits.max_request_bytes
@@ -160,6 +163,7 @@ class FrontServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], backend: tuple[str, int], limits: FrontLimits):
         super().__init__(address, _Handler)
         self.backend, self.limits = backend, limits
+        self.unready: str | None = None      # set when the server is going down for a fault: why
         self._local = threading.local()
         self._busy = 0
         self._idle = threading.Condition()

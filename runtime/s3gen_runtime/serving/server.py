@@ -9,6 +9,7 @@ generator, and its statistics endpoint is behind an access token by default.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from .front import FrontLimits, start_front
 from .launch import free_ports
 from .model import S3GenModel
 from .options import ServeOptions
+from .processes import dead_stubs, stub_models
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
 from .stream_model import STREAM_INPUTS, STREAM_MODEL_NAME, STREAM_OUTPUTS, S3GenStreamModel
 
@@ -126,7 +128,8 @@ def stop_on_signals(event: threading.Event) -> None:
 
 
 def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: threading.Event | None = None) -> int:
-    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean drain, 1 when tritonserver died."""
+    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean drain, 1 when tritonserver or a model
+    instance's stub died (the server drains what it can and stops, for its supervisor to restart it)."""
     check_numpy(np.__version__)
     point_stub_at_libpython()
     from pytriton.triton import Triton, TritonLifecyclePolicy   # before loading: a missing extra fails at once
@@ -143,30 +146,49 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     # starts, tritonserver loads it first and opens its endpoints only then.
     policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
     backend_http_port = free_ports(1)[0]
-    with Triton(config=triton_config(options, backend_http_port), security_config=security_config(),
-                triton_lifecycle_policy=policy) as triton:
-        triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
-                    outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
-        stream_model = S3GenStreamModel(model.runtime)      # the same loaded runtime, no second copy
-        triton.bind(model_name=STREAM_MODEL_NAME, infer_func=[stream_model] * options.instances,
-                    inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
-                    config=stream_model_config(options), strict=False)
-        triton.run()
-        limits = FrontLimits(int(options.max_request_mb * 2**20), options.max_queue_size, options.queue_timeout_ms)
-        front = start_front(options.host, options.http_port, backend_http_port, limits)
-        say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
-            f"http://{options.host}:{options.http_port} (tritonserver's HTTP on 127.0.0.1:{backend_http_port}) "
-            f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
-        try:
-            while not stop.wait(0.5):
-                if not triton.is_alive():
-                    say("error: tritonserver stopped on its own")
-                    return 1
+    limits = FrontLimits(int(options.max_request_mb * 2**20), options.max_queue_size, options.queue_timeout_ms)
+    front = None
+    try:
+        with Triton(config=triton_config(options, backend_http_port), security_config=security_config(),
+                    triton_lifecycle_policy=policy) as triton:
+            triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
+                        outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
+            stream_model = S3GenStreamModel(model.runtime)      # the same loaded runtime, no second copy
+            triton.bind(model_name=STREAM_MODEL_NAME, infer_func=[stream_model] * options.instances,
+                        inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
+                        config=stream_model_config(options), strict=False)
+            triton.run()
+            front = start_front(options.host, options.http_port, backend_http_port, limits)
+            say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
+                f"http://{options.host}:{options.http_port} (tritonserver's HTTP on 127.0.0.1:{backend_http_port}) "
+                f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
+            code = watch(triton, front, stop, stub_models(os.getpid()), say)
+            if code == 1 and not triton.is_alive():
+                return 1
+            # the front stays up while tritonserver drains: the answers in flight go back through it, and
+            # health checks and new requests get a prompt 503 saying why
+            front.unready = front.unready or "the server is stopping (SIGTERM): no new requests"
             say("stopping: draining in-flight requests")
-            front.shutdown()        # no new connections; the requests in flight go on through tritonserver's drain
-        finally:
+    finally:
+        if front is not None:
+            front.shutdown()
             front.server_close()
     # tritonserver has answered every request it accepted: let the front hand the last answers back
     front.wait_idle(timeout_s=10.0)
     say("stopped")
+    return code
+
+
+def watch(triton, front, stop: threading.Event, stubs: dict, say) -> int:
+    """Until `stop`: 0. When tritonserver or a model instance's stub dies: 1 (the front then reports why)."""
+    while not stop.wait(0.5):
+        if not triton.is_alive():
+            say("error: tritonserver stopped on its own")
+            return 1
+        dead = dead_stubs(stubs)
+        if dead:
+            front.unready = (f"a model instance of '{dead[0]}' died (its backend stub process is gone); "
+                             "the server is stopping to be restarted")
+            say(f"error: {front.unready}; draining the other instances, then exit 1")
+            return 1
     return 0
