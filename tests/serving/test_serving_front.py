@@ -95,3 +95,61 @@ def test_compressed_bodies_are_checked_as_triton_reads_them():
     assert caught.value.status == 415
     with pytest.raises(WireError, match="not valid gzip"):
         decoded_body(b"plain", "gzip", LIMIT)
+
+
+def test_the_front_forwards_what_tritonserver_needs_and_refuses_while_unready():
+    """A front before a stand-in tritonserver on loopback (both stopped here): the access token and the body
+    headers reach it, a bad body does not, and an unready front answers 503 with its reason."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from s3gen_runtime.serving.front import start_front
+    from s3gen_runtime.serving.launch import free_ports
+
+    seen = []
+
+    class Backend(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):   # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, dict(self.headers), body))
+            reply = b'{"error":"[request id: <id_unknown>] Exceeds maximum queue size"}'
+            self.send_response(503 if self.path.endswith("/infer") else 200)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    backend = ThreadingHTTPServer(("127.0.0.1", 0), Backend)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    front = start_front("127.0.0.1", free_ports(1)[0], backend.server_address[1], FrontLimits(LIMIT, 3, 1000.0))
+
+    def ask(path, raw, **headers):
+        conn = http.client.HTTPConnection(*front.server_address, timeout=10)
+        try:
+            conn.request("POST", path, body=raw, headers={"Content-Type": "application/json", **headers})
+            response = conn.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            conn.close()
+
+    try:
+        assert ask("/v2/repository/index", b"{}", **{"triton-access-token": "t0k"})[0] == 200
+        assert seen[-1][1]["triton-access-token"] == "t0k" and seen[-1][2] == b"{}"
+        status, text = ask("/v2/models/s3gen/infer", body(tensor(data=[1])))
+        assert status == 503 and "3 requests are already waiting (--max-queue-size 3)" in text
+        count = len(seen)
+        assert ask("/v2/models/s3gen/infer", b"nope")[0] == 400 and len(seen) == count   # never forwarded
+        front.unready = "the server is stopping (SIGTERM): no new requests"
+        assert ask("/v2/models/s3gen/infer", body(tensor(data=[1]))) == (
+            503, json.dumps({"error": "the server is stopping (SIGTERM): no new requests"}))
+        assert len(seen) == count
+    finally:
+        front.shutdown()
+        front.server_close()
+        backend.shutdown()
+        backend.server_close()

@@ -20,6 +20,8 @@ from .wire_checks import WireError, check_body
 
 # headers that describe the body, passed through in both directions
 BODY_HEADERS = ("Content-Type", "Content-Encoding", "Inference-Header-Content-Length")
+# and to tritonserver: the answer's encoding, and PyTriton's access token for the restricted endpoints
+REQUEST_HEADERS = BODY_HEADERS + ("Accept-Encoding", "triton-access-token")
 BACKEND_TIMEOUT_S = 3600.0     # a request may queue and run long; the client's own timeout ends it sooner
 
 
@@ -130,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
             except WireError as e:
                 self._refuse(e)
                 return
-        headers = {k: self.headers[k] for k in BODY_HEADERS if self.headers.get(k) is not None}
+        headers = {k: self.headers[k] for k in REQUEST_HEADERS if self.headers.get(k) is not None}
         try:
             status, reply, reply_headers = self.server.send(self.command, self.path, body, headers)
         except (OSError, http.client.HTTPException) as e:
