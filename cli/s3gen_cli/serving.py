@@ -150,8 +150,7 @@ def triton_repo_cmd(artifacts, out, max_batch, max_queue_delay_ms, instances, th
     try:
         repo = write_repository(artifacts, out, max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms,
                                 instances=instances, threads=threads, precision=precision, backend=backend,
-                                max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms,
-                           max_request_mb=max_request_mb)
+                                max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms)
     except (S3GenError, ValueError, OSError) as e:
         _fail(str(e))
     click.echo(f"wrote {repo}/s3gen (config.pbtxt, 1/model.py); start it with: tritonserver --model-repository {repo}")
