@@ -28,6 +28,15 @@ def _needs_serve_extra(e: ModuleNotFoundError) -> None:
     _fail(f"this command needs the serve extra ({package} is not installed): pip install 's3gen-aot[serve]'")
 
 
+# the bounded queue, shared by serve and triton-repo (Triton's queue policy; 0 = no limit)
+QUEUE_SIZE = click.option(
+    "--max-queue-size", default=ServeOptions.max_queue_size, show_default=True, type=click.IntRange(0, 100_000),
+    help="Requests that may wait for a model instance; past it a request is refused at once (HTTP 503, server busy).")
+QUEUE_TIMEOUT = click.option(
+    "--queue-timeout-ms", default=ServeOptions.queue_timeout_ms, show_default=True,
+    type=click.FloatRange(0, 3_600_000), help="A request still waiting after this long is refused instead of run.")
+
+
 @click.command("serve")
 @click.argument("artifacts", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default).")
@@ -45,15 +54,21 @@ def _needs_serve_extra(e: ModuleNotFoundError) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
 @click.option("--spinning/--no-spinning", default=ServeOptions.allow_spinning, show_default=True,
               help="ONNX Runtime's threads spin between kernels (they share the cores with the server's own processes).")
+@QUEUE_SIZE
+@QUEUE_TIMEOUT
+@click.option("--max-request-mb", default=ServeOptions.max_request_mb, show_default=True,
+              type=click.FloatRange(0.01, 1024), help="Largest HTTP request body; larger ones are refused (HTTP 413).")
 def serve_cmd(artifacts, host, http_port, grpc_port, metrics_port, max_batch, max_queue_delay_ms, instances, threads,
-              precision, spinning) -> None:
+              precision, spinning, max_queue_size, queue_timeout_ms, max_request_mb) -> None:
     """Serve ARTIFACTS as Triton model 's3gen' (KServe v2 over HTTP and gRPC) until SIGTERM or Ctrl-C."""
     from s3gen_runtime.errors import S3GenError
     from s3gen_runtime.serving.server import serve
 
     options = ServeOptions(host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                            max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms, instances=instances,
-                           threads=threads, precision=precision, allow_spinning=spinning)
+                           threads=threads, precision=precision, allow_spinning=spinning,
+                           max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms,
+                           max_request_mb=max_request_mb)
     try:
         code = serve(artifacts, options, say=lambda m: click.echo(m, err=False))
     except ModuleNotFoundError as e:
@@ -124,14 +139,18 @@ def loadtest_cmd(url, tokens_file, voice_file, levels, jobs, requests_per_client
 @click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True)
 @click.option("--backend", type=click.Choice(known_backends()), default="onnxruntime",
               show_default=True, help="The runtime's backend inside the Python-backend model.")
-def triton_repo_cmd(artifacts, out, max_batch, max_queue_delay_ms, instances, threads, precision, backend) -> None:
+@QUEUE_SIZE
+@QUEUE_TIMEOUT
+def triton_repo_cmd(artifacts, out, max_batch, max_queue_delay_ms, instances, threads, precision, backend,
+                    max_queue_size, queue_timeout_ms) -> None:
     """Write a Triton model repository serving ARTIFACTS as model 's3gen' (Python backend, this environment)."""
     from s3gen_runtime.errors import S3GenError
     from s3gen_runtime.serving.triton_repo import write_repository
 
     try:
         repo = write_repository(artifacts, out, max_batch=max_batch, max_queue_delay_ms=max_queue_delay_ms,
-                                instances=instances, threads=threads, precision=precision, backend=backend)
+                                instances=instances, threads=threads, precision=precision, backend=backend,
+                                max_queue_size=max_queue_size, queue_timeout_ms=queue_timeout_ms)
     except (S3GenError, ValueError, OSError) as e:
         _fail(str(e))
     click.echo(f"wrote {repo}/s3gen (config.pbtxt, 1/model.py); start it with: tritonserver --model-repository {repo}")

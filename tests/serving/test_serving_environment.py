@@ -124,22 +124,58 @@ class FakeUtils:
         def __init__(self, error=None):
             self.error = error
 
+    TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
 
-def patched_module(outcome):
-    """A proxy model module whose execute raises or returns `outcome`, with the patch appended."""
+
+class FakeTensor:
+    def __init__(self, name, shape):
+        self._name, self._shape = name, shape
+
+    def name(self):
+        return self._name
+
+    def shape(self):
+        return self._shape
+
+
+class FakeRequest:
+    """A pb_utils.InferenceRequest: its input tensors, and the sender a decoupled model answers through."""
+
+    def __init__(self, label, tokens_shape=(1, 5)):
+        self.label, self.sent = label, []
+        self._inputs = [FakeTensor("speech_tokens", list(tokens_shape)), FakeTensor("seed", [1, 1])]
+
+    def inputs(self):
+        return self._inputs
+
+    def get_response_sender(self):
+        request = self
+
+        class Sender:
+            def send(self, response, flags=0):
+                request.sent.append((response, flags))
+
+        return Sender()
+
+
+def patched_module(outcome, decoupled=False):
+    """A proxy model module whose execute raises or returns `outcome` (or, called, outcome(requests)),
+    with the patch appended."""
     class TritonPythonModel:
+        _decoupled_model = decoupled
+
         def execute(self, triton_requests):
             if isinstance(outcome, Exception):
                 raise outcome
-            return outcome
+            return outcome(triton_requests) if callable(outcome) else outcome
 
     namespace = {"TritonPythonModel": TritonPythonModel, "pb_utils": FakeUtils}
     exec(REFUSAL_CODES.format(prefix=refusal_prefix()), namespace)
     return namespace
 
 
-def patched_execute(outcome):
-    model = patched_module(outcome)["TritonPythonModel"]()
+def patched_execute(outcome, decoupled=False):
+    model = patched_module(outcome, decoupled)["TritonPythonModel"]()
     return model.execute
 
 
@@ -162,14 +198,46 @@ def test_refused_requests_answer_invalid_arg():
     # as PyTriton nests it: the callable's traceback inside the batch handler's exception, inside execute's
     nested = FakeUtils.TritonModelException(f"Model execute error: Traceback (most recent call last):\n"
                                             f"  ...\nTritonModelException: {refusal_traceback()}\n")
-    responses = patched_execute(nested)(["a", "b"])
+    responses = patched_execute(nested)([FakeRequest("a"), FakeRequest("b")])
     assert len(responses) == 2
     assert {(r.error.code, r.error.message) for r in responses} == {("INVALID_ARG", REASON)}
     # a model failure stays one, and results pass through
     failure = FakeUtils.TritonModelException("Model execute error: RuntimeError: out of memory")
     with pytest.raises(FakeUtils.TritonModelException, match="out of memory"):
-        patched_execute(failure)(["a"])
-    assert patched_execute(["wav"])(["a"]) == ["wav"]
+        patched_execute(failure)([FakeRequest("a")])
+    assert patched_execute(["wav"])([FakeRequest("a")]) == ["wav"]
+
+
+def test_empty_inputs_are_refused_before_pytriton_sees_them():
+    """PyTriton's tensor store fails on a zero in a shape: such a request is answered INVALID_ARG by name,
+    the others of the batch go through in order."""
+    handed = []
+
+    def answer(requests):
+        handed.extend(requests)
+        return [f"wav {r.label}" for r in requests]
+
+    batch = [FakeRequest("a"), FakeRequest("b", (1, 0)), FakeRequest("c")]
+    responses = patched_execute(answer)(batch)
+    assert [r.label for r in handed] == ["a", "c"]
+    assert responses[0] == "wav a" and responses[2] == "wav c"
+    assert responses[1].error.code == "INVALID_ARG"
+    assert responses[1].error.message == ("input 'speech_tokens' has no values (shape [1, 0]): every input needs "
+                                          "at least one value")
+    # all empty: nothing reaches PyTriton
+    handed.clear()
+    assert [r.error.code for r in patched_execute(answer)([FakeRequest("d", (0, 3))])] == ["INVALID_ARG"]
+    assert handed == []
+
+
+def test_empty_inputs_of_a_stream_are_refused_in_the_stream():
+    handed = []
+    batch = [FakeRequest("a", (1, 0)), FakeRequest("b")]
+    assert patched_execute(lambda requests: handed.extend(requests), decoupled=True)(batch) is None
+    assert [r.label for r in handed] == ["b"] and batch[1].sent == []
+    (response, flags), = batch[0].sent
+    assert response.error.code == "INVALID_ARG" and "speech_tokens" in response.error.message
+    assert flags == FakeUtils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 def test_streamed_refusals_answer_invalid_arg():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from s3gen_runtime.constants import SPEECH_VOCAB_SIZE
+from s3gen_runtime.serving.options import ServeOptions
 from s3gen_runtime.serving.client import get_json, stream, stream_arrays
 from s3gen_runtime.serving.protocol import request_arrays
 
@@ -80,8 +81,8 @@ def test_two_streams_run_side_by_side_on_two_instances(server, utterance, direct
 def test_stream_model_is_decoupled_and_unbatched(server):
     config = get_json(server.url, "/v2/models/s3gen_stream/config")
     assert config["model_transaction_policy"]["decoupled"] is True
-    assert config["max_batch_size"] == 1
-    assert "dynamic_batching" not in config
+    assert config["max_batch_size"] == 1      # a batcher of batches of one, there for the bounded queue
+    assert config["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == ServeOptions.max_queue_size
 
 
 def test_http_gets_an_error_not_a_hang(server, utterance):

@@ -19,6 +19,9 @@
    with INVALID_ARG instead, which Triton sends as HTTP 400 / gRPC INVALID_ARGUMENT, with the reason alone
    as the message (not PyTriton's nested tracebacks); a decoupled (streaming) model's refusal, which
    PyTriton sends as an error response in the stream, gets the same code and message.
+6. PyTriton's tensor store fails on a tensor with a zero in its shape ("memoryview: cannot cast view with
+   zeros in shape"), which Triton lets through: `speech_tokens` [1, 0] was an HTTP 500. The proxy refuses
+   such a request with INVALID_ARG naming the input before handing it to PyTriton.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def _s3gen_invalid_arg(reason):
     return _s3gen_pb_utils.TritonError(reason, _s3gen_pb_utils.TritonError.INVALID_ARG)
 
 
-def _s3gen_execute_answering_refusals(self, triton_requests):
+def _s3gen_execute_refusing(self, triton_requests):
     try:
         return _s3gen_execute(self, triton_requests)
     except _s3gen_pb_utils.TritonModelException as e:
@@ -78,6 +81,32 @@ def _s3gen_execute_answering_refusals(self, triton_requests):
         if reason is None:
             raise
         return [_s3gen_pb_utils.InferenceResponse(error=_s3gen_invalid_arg(reason)) for _ in triton_requests]
+
+
+def _s3gen_empty_input(triton_request):
+    # PyTriton's tensor store cannot serialize a tensor with a zero in its shape (a TypeError, answered
+    # as a model failure): such a request is refused here, before it reaches the callable
+    for tensor in triton_request.inputs():
+        shape = [int(d) for d in tensor.shape()]
+        if 0 in shape:
+            return f"input '{{tensor.name()}}' has no values (shape {{shape}}): every input needs at least one value"
+    return None
+
+
+def _s3gen_execute_answering_refusals(self, triton_requests):
+    empty = [_s3gen_empty_input(r) for r in triton_requests]
+    if not any(empty):
+        return _s3gen_execute_refusing(self, triton_requests)
+    kept = [r for r, reason in zip(triton_requests, empty) if reason is None]
+    if self._decoupled_model:
+        for r, reason in zip(triton_requests, empty):
+            if reason is not None:
+                r.get_response_sender().send(_s3gen_pb_utils.InferenceResponse(error=_s3gen_invalid_arg(reason)),
+                                             flags=_s3gen_pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return _s3gen_execute_refusing(self, kept) if kept else None
+    answers = iter(_s3gen_execute_refusing(self, kept) if kept else [])
+    return [next(answers) if reason is None else _s3gen_pb_utils.InferenceResponse(error=_s3gen_invalid_arg(reason))
+            for reason in empty]
 
 
 class _S3genBackendUtils:
@@ -169,7 +198,7 @@ def add_handshake_retry(communication_py: Path) -> None:
 def add_refusal_codes(model_py: Path) -> None:
     """Append the INVALID_ARG answer for refused requests to a copied proxy model.py (idempotent)."""
     append_to_proxy(model_py, REFUSAL_CODES.format(prefix=refusal_prefix()),
-                    ("class TritonPythonModel", "\n    def execute(self, triton_requests):",
+                    ("class TritonPythonModel", "\n    def execute(self, triton_requests):", "self._decoupled_model",
                      "import triton_python_backend_utils as pb_utils"), "proxy model")
 
 

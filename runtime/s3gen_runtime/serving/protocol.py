@@ -7,8 +7,8 @@ One request = one utterance (batch dimension 1 on every tensor, as KServe v2 cli
     -> wav FP32 [1, S], sample_rate INT64 [1, 1].
 
 Triton checks dtypes, ranks and required inputs against these specs before a request is queued; what
-it cannot know (token ids, NaN, lengths against the buckets, solver names) is checked here, per request,
-before any graph runs.
+it cannot know (empty tensors, token ids, NaN and magnitudes, lengths against the buckets, solver names)
+is checked here, per request, before any graph runs.
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from ..io import as_token_ids
 from ..voice import Voice
 
 MODEL_NAME = "s3gen"
+# prompt_feat is a natural-log mel (real voices lie within about -13..5). Far larger finite values pass
+# every shape check but overflow the estimator to Inf (seen at 3e38; 1e8 still gave a finite wav).
+MAX_ABS_PROMPT_FEAT = 1e4
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,29 @@ def _one(inputs: dict, name: str):
     if a.size != 1:
         raise ClientError(f"input '{name}' must hold one value (shape [1, 1]), got shape {list(a.shape)}")
     item = a.reshape(-1)[0]
-    return item.decode("utf-8", "replace") if isinstance(item, bytes) else item.item()
+    if not isinstance(item, bytes):
+        return item.item()
+    try:
+        return item.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClientError(f"input '{name}' must be UTF-8 text, got bytes {item[:20]!r}") from None
+
+
+def check_not_empty(inputs: dict) -> None:
+    """A tensor with a zero in its shape holds no values: refused by name (Triton lets [1, 0] through)."""
+    for name, value in inputs.items():
+        shape = list(np.shape(value))
+        if 0 in shape:
+            raise ClientError(f"input '{name}' has no values (shape {shape}): every input needs at least one value")
+
+
+def check_prompt_feat_range(feat: np.ndarray) -> None:
+    """Finite but huge log-mel values overflow the graphs: refused with the limit and the first offender."""
+    over = np.flatnonzero(np.abs(feat.reshape(-1)) > MAX_ABS_PROMPT_FEAT)
+    if over.size:
+        where = [int(i) for i in np.unravel_index(over[0], feat.shape)]
+        raise ClientError(f"input 'prompt_feat' values must lie within +-{MAX_ABS_PROMPT_FEAT:g} (a log-mel); "
+                          f"{over.size} value(s) do not, the first {feat.reshape(-1)[over[0]]:g} at {where}")
 
 
 def _batch_of_one(inputs: dict, name: str) -> np.ndarray:
@@ -95,9 +120,11 @@ def decode(inputs: dict, buckets, resolve) -> Decoded:
     missing = [s.name for s in INPUTS if not s.optional and s.name not in inputs]
     if missing:
         raise ClientError(f"missing input(s): {', '.join(missing)}")
+    check_not_empty(inputs)
     try:
         tokens = as_token_ids(_batch_of_one(inputs, "speech_tokens"), "speech_tokens")   # named as on the wire
         voice = Voice.validated(*(_batch_of_one(inputs, k)[None] for k in ("prompt_token", "prompt_feat", "embedding")))
+        check_prompt_feat_range(voice.prompt_feat)
         seed = _one(inputs, "seed")
         request = Request(tokens, voice, seed=seed)
         row = validate_request(request, buckets)   # tokens, seed, and the length against the largest bucket

@@ -9,6 +9,7 @@ generator, and its statistics endpoint is behind an access token by default.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -17,9 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline import S3GenRuntime
-from .environment import allow_ragged_batching, check_numpy, patch_generated_models, point_stub_at_libpython
+from .environment import (allow_ragged_batching, check_numpy, patch_generated_models, point_stub_at_libpython,
+                          refusal_prefix)
+from .front import FrontLimits, start_front
+from .launch import free_ports
 from .model import S3GenModel
 from .options import ServeOptions
+from .processes import dead_stubs, stub_models
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
 from .stream_model import STREAM_INPUTS, STREAM_MODEL_NAME, STREAM_OUTPUTS, S3GenStreamModel
 
@@ -35,29 +40,41 @@ def triton_tensors(specs):
     return [Tensor(name=s.name, dtype=s.dtype, shape=s.shape, optional=s.optional) for s in specs]
 
 
-def triton_config(options: ServeOptions):
+def triton_config(options: ServeOptions, backend_http_port: int):
+    """tritonserver's own HTTP port is on loopback only: clients reach it through the front (front.py)."""
     from pytriton.triton import TritonConfig
 
-    return TritonConfig(http_address=options.host, http_port=options.http_port, grpc_address=options.host,
+    return TritonConfig(http_address="127.0.0.1", http_port=backend_http_port, grpc_address=options.host,
                         grpc_port=options.grpc_port, metrics_address=options.host,
                         metrics_port=options.metrics_port, exit_timeout_secs=EXIT_TIMEOUT_S,
                         strict_readiness=True, log_verbose=0)
+
+
+def queue_policy(options: ServeOptions):
+    """The bounded queue: requests past max_queue_size, or waiting past the timeout, are refused (REJECT)."""
+    from pytriton.model_config import QueuePolicy, TimeoutAction
+
+    return QueuePolicy(timeout_action=TimeoutAction.REJECT, max_queue_size=options.max_queue_size,
+                       default_timeout_microseconds=int(round(options.queue_timeout_ms * 1000)))
 
 
 def model_config(options: ServeOptions):
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
     delay_us = int(round(options.max_queue_delay_ms * 1000))
-    return ModelConfig(max_batch_size=options.max_batch, batcher=DynamicBatcher(max_queue_delay_microseconds=delay_us))
+    batcher = DynamicBatcher(max_queue_delay_microseconds=delay_us, default_queue_policy=queue_policy(options))
+    return ModelConfig(max_batch_size=options.max_batch, batcher=batcher)
 
 
-def stream_model_config():
+def stream_model_config(options: ServeOptions):
     """Decoupled, one request per call: every response of a decoupled callable answers all the requests of
     its call, so requests batched together would have to stream in lockstep. max_batch_size 1 (not 0)
-    keeps the batch dimension, so a stream request is shaped exactly as an `s3gen` request."""
-    from pytriton.model_config import ModelConfig
+    keeps the batch dimension, so a stream request is shaped exactly as an `s3gen` request; the batcher
+    (batches of one) is there for its queue policy, the same bound as the `s3gen` model's."""
+    from pytriton.model_config import DynamicBatcher, ModelConfig
 
-    return ModelConfig(max_batch_size=1, batcher=None, decoupled=True)
+    return ModelConfig(max_batch_size=1, batcher=DynamicBatcher(default_queue_policy=queue_policy(options)),
+                       decoupled=True)
 
 
 def security_config():
@@ -66,6 +83,25 @@ def security_config():
     from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, TritonSecurityConfig
 
     return TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+
+
+class RefusalLogFilter(logging.Filter):
+    """PyTriton logs every refused request at WARNING with its traceback and reason, and a reason may quote
+    the request's values (token ids, a solver string). The record keeps one line without them: the
+    reason goes to the client only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if refusal_prefix() in record.getMessage():
+            record.msg = "refused a request (HTTP 400 / INVALID_ARGUMENT; the reason went to the client)"
+            record.args = ()
+        return True
+
+
+def quiet_refusals() -> None:
+    """Idempotent: PyTriton's inference handler's logger gets the filter once."""
+    logger = logging.getLogger("pytriton.proxy.inference")
+    if not any(isinstance(f, RefusalLogFilter) for f in logger.filters):
+        logger.addFilter(RefusalLogFilter())
 
 
 def load_model(artifacts: Path, options: ServeOptions, say=print) -> S3GenModel:
@@ -92,7 +128,8 @@ def stop_on_signals(event: threading.Event) -> None:
 
 
 def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: threading.Event | None = None) -> int:
-    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean drain, 1 when tritonserver died."""
+    """Serve until SIGTERM/SIGINT (or `stop` is set); 0 after a clean drain, 1 when tritonserver or a model
+    instance's stub died (the server drains what it can and stops, for its supervisor to restart it)."""
     check_numpy(np.__version__)
     point_stub_at_libpython()
     from pytriton.triton import Triton, TritonLifecyclePolicy   # before loading: a missing extra fails at once
@@ -100,6 +137,7 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     model = load_model(Path(artifacts), options, say)
     allow_ragged_batching()
     patch_generated_models()
+    quiet_refusals()
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         stop_on_signals(stop)
@@ -107,22 +145,50 @@ def serve(artifacts, options: ServeOptions = ServeOptions(), say=print, stop: th
     # answers /v2/health/ready with 200. With the model written to a local repository before the server
     # starts, tritonserver loads it first and opens its endpoints only then.
     policy = TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
-    with Triton(config=triton_config(options), security_config=security_config(),
-                triton_lifecycle_policy=policy) as triton:
-        triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
-                    outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
-        stream_model = S3GenStreamModel(model.runtime)      # the same loaded runtime, no second copy
-        triton.bind(model_name=STREAM_MODEL_NAME, infer_func=[stream_model] * options.instances,
-                    inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
-                    config=stream_model_config(), strict=False)
-        triton.run()
-        say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
-            f"http://{options.host}:{options.http_port} "
-            f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
-        while not stop.wait(0.5):
-            if not triton.is_alive():
-                say("error: tritonserver stopped on its own")
+    backend_http_port = free_ports(1)[0]
+    limits = FrontLimits(int(options.max_request_mb * 2**20), options.max_queue_size, options.queue_timeout_ms)
+    front = None
+    try:
+        with Triton(config=triton_config(options, backend_http_port), security_config=security_config(),
+                    triton_lifecycle_policy=policy) as triton:
+            triton.bind(model_name=MODEL_NAME, infer_func=[model] * options.instances, inputs=triton_tensors(INPUTS),
+                        outputs=triton_tensors(OUTPUTS), config=model_config(options), strict=False)
+            stream_model = S3GenStreamModel(model.runtime)      # the same loaded runtime, no second copy
+            triton.bind(model_name=STREAM_MODEL_NAME, infer_func=[stream_model] * options.instances,
+                        inputs=triton_tensors(STREAM_INPUTS), outputs=triton_tensors(STREAM_OUTPUTS),
+                        config=stream_model_config(options), strict=False)
+            triton.run()
+            front = start_front(options.host, options.http_port, backend_http_port, limits)
+            say(f"ready: model '{MODEL_NAME}' (and '{STREAM_MODEL_NAME}', gRPC streaming) on "
+                f"http://{options.host}:{options.http_port} (tritonserver's HTTP on 127.0.0.1:{backend_http_port}) "
+                f"grpc {options.host}:{options.grpc_port} metrics :{options.metrics_port}")
+            code = watch(triton, front, stop, stub_models(os.getpid()), say)
+            if code == 1 and not triton.is_alive():
                 return 1
-        say("stopping: draining in-flight requests")
+            # the front stays up while tritonserver drains: the answers in flight go back through it, and
+            # health checks and new requests get a prompt 503 saying why
+            front.unready = front.unready or "the server is stopping (SIGTERM): no new requests"
+            say("stopping: draining in-flight requests")
+    finally:
+        if front is not None:
+            front.shutdown()
+            front.server_close()
+    # tritonserver has answered every request it accepted: let the front hand the last answers back
+    front.wait_idle(timeout_s=10.0)
     say("stopped")
+    return code
+
+
+def watch(triton, front, stop: threading.Event, stubs: dict, say) -> int:
+    """Until `stop`: 0. When tritonserver or a model instance's stub dies: 1 (the front then reports why)."""
+    while not stop.wait(0.5):
+        if not triton.is_alive():
+            say("error: tritonserver stopped on its own")
+            return 1
+        dead = dead_stubs(stubs)
+        if dead:
+            front.unready = (f"a model instance of '{dead[0]}' died (its backend stub process is gone); "
+                             "the server is stopping to be restarted")
+            say(f"error: {front.unready}; draining the other instances, then exit 1")
+            return 1
     return 0

@@ -13,11 +13,13 @@ import os
 import shutil
 import site
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .environment import libpython_dir
+from .options import ServeOptions
 from .protocol import INPUTS, MODEL_NAME, OUTPUTS
 
 _TYPES = {np.int64: "TYPE_INT64", np.float32: "TYPE_FP32", np.bytes_: "TYPE_STRING"}
@@ -33,14 +35,22 @@ def _tensor(spec, ragged: bool) -> str:
     return "  {\n" + "\n".join(lines) + "\n  }"
 
 
-def config_text(parameters: dict, max_batch: int, max_queue_delay_ms: float, instances: int) -> str:
+def batching_text(max_queue_delay_ms: float, max_queue_size: int, queue_timeout_ms: float) -> str:
+    """The dynamic batcher with its bounded queue (0: no limit), as `serve` sets it (server.queue_policy)."""
+    policy = (f"default_queue_policy {{ timeout_action: REJECT max_queue_size: {max_queue_size} "
+              f"default_timeout_microseconds: {int(round(queue_timeout_ms * 1000))} }}")
+    return f"dynamic_batching {{ max_queue_delay_microseconds: {int(round(max_queue_delay_ms * 1000))} {policy} }}"
+
+
+def config_text(parameters: dict, max_batch: int, max_queue_delay_ms: float, instances: int,
+                max_queue_size: int = 0, queue_timeout_ms: float = 0.0) -> str:
     """config.pbtxt (pure). Ragged inputs: Triton batches utterances of different lengths."""
     params = ",\n".join(f'  {{ key: "{k}" value: {{ string_value: "{v}" }} }}' for k, v in parameters.items())
     return "\n".join([
         f'name: "{MODEL_NAME}"', 'backend: "python"', f"max_batch_size: {max_batch}",
         "input [\n" + ",\n".join(_tensor(s, True) for s in INPUTS) + "\n]",
         "output [\n" + ",\n".join(_tensor(s, False) for s in OUTPUTS) + "\n]",
-        f"dynamic_batching {{ max_queue_delay_microseconds: {int(round(max_queue_delay_ms * 1000))} }}",
+        batching_text(max_queue_delay_ms, max_queue_size, queue_timeout_ms),
         f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]",
         "parameters [\n" + params + "\n]", ""])
 
@@ -52,18 +62,41 @@ def python_path() -> str:
 
 
 def write_repository(artifacts, out, *, max_batch: int = 8, max_queue_delay_ms: float = 20.0, instances: int = 1,
-                     threads: int | None = None, precision: str = "fp32", backend: str = "onnxruntime") -> Path:
+                     threads: int | None = None, precision: str = "fp32", backend: str = "onnxruntime",
+                     max_queue_size: int = ServeOptions.max_queue_size,
+                     queue_timeout_ms: float = ServeOptions.queue_timeout_ms) -> Path:
     from ..manifest import load_manifest
 
     artifacts = Path(artifacts).resolve()
     load_manifest(artifacts, verify=False)   # a folder that is not an artifact folder fails here, not in Triton
-    model_dir = Path(out) / MODEL_NAME
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    parameters = {"artifacts": str(artifacts), "precision": precision, "backend": backend,
-                  "threads": str(threads or 0), "python_path": python_path()}
-    (model_dir / "config.pbtxt").write_text(config_text(parameters, max_batch, max_queue_delay_ms, instances))
-    shutil.copyfile(Path(__file__).with_name("triton_model.py"), model_dir / "1" / "model.py")
-    return Path(out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # all or nothing: the model folder is made beside its place and renamed into it, so a tritonserver
+    # (or a failed or interrupted write) never sees a config without its model.py
+    staging = Path(tempfile.mkdtemp(prefix=f".{MODEL_NAME}-", dir=out))
+    try:
+        (staging / "1").mkdir()
+        parameters = {"artifacts": str(artifacts), "precision": precision, "backend": backend,
+                      "threads": str(threads or 0), "python_path": python_path()}
+        (staging / "config.pbtxt").write_text(config_text(parameters, max_batch, max_queue_delay_ms, instances,
+                                                          max_queue_size, queue_timeout_ms))
+        shutil.copyfile(Path(__file__).with_name("triton_model.py"), staging / "1" / "model.py")
+        replace_folder(staging, out / MODEL_NAME)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """`new` takes `target`'s place; an older `target` is moved aside first and removed after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}-old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def prepare_tritonserver(workdir) -> Path:
