@@ -52,8 +52,8 @@ class BenchConfig:
     # g. Vocos vs HiFT: batch-1 vocoder graph runs per audio length, after one warm-up
     vocos_lengths_s: tuple = (5, 20)
     vocos_repeats: int = 3
-    # j. Chatterbox generate(): real-size T3 (random weights) stopping after ~this many tokens (2 s), repeats
-    chatterbox_mean_tokens: float = 50.0
+    # j. Chatterbox generate(): real-size T3 (random weights) stopping after ~this many tokens (1.6 s of audio), repeats
+    chatterbox_mean_tokens: float = 40.0
     chatterbox_repeats: int = 2
     # the whole run (export included): sections shrink their optional work to stay within it
     total_budget_s: float = 27.5 * 60.0

@@ -75,10 +75,10 @@ def upstream_s3gen(checkpoint, meanflow: bool):
     return model
 
 
-def _stop_biased_head(t3, mean_tokens: float):
+def _stop_biased_head(t3, mean_tokens: float, temperature: float = 0.8):
     """Zero weights and a bias that leaves only SPEECH_IDS and the stop token, stop with probability
-    1 / mean_tokens per step: T3 then ends after mean_tokens tokens on average instead of running to its
-    1000-token limit, whatever its random layers compute."""
+    1 / mean_tokens per step at generate's default temperature: T3 then ends after mean_tokens tokens on
+    average instead of running to its 1000-token limit, whatever its random layers compute."""
     import torch
 
     head = torch.nn.Linear(t3.speech_head.in_features, t3.speech_head.out_features, bias=True)
@@ -86,7 +86,7 @@ def _stop_biased_head(t3, mean_tokens: float):
         head.weight.zero_()
         head.bias.fill_(-30.0)
         head.bias[SPEECH_IDS] = 0.0
-        head.bias[t3.hp.stop_speech_token] = float(np.log(len(SPEECH_IDS) / (mean_tokens - 1)))
+        head.bias[t3.hp.stop_speech_token] = temperature * float(np.log(len(SPEECH_IDS) / (mean_tokens - 1)))
     t3.speech_head = head
 
 
