@@ -19,8 +19,10 @@ def test_summary_takes_medians_shares_and_speedups():
 def test_section_has_a_row_per_way_and_says_what_t3_is():
     runs = {"eager": [run(10, 30)], "drop-in": [run(10, 10)]}
     result = {"upstream": "0.1.7", "mean_tokens": 125, "repeats": 1,
-              "variants": {"standard": {"class": "ChatterboxTTS", "runs": runs, "summary": summarize(runs)}}}
+              "variants": {"standard": {"class": "ChatterboxTTS", "runs": runs, "wav_max_abs_diff": [3e-5],
+                                        "summary": summarize(runs)}}}
     text = "\n".join(chatterbox_section(result))
     assert "| ChatterboxTTS | eager | 5.0 | 10.0 | 30.0 | 0.50 | 40.5 | 74 % |" in text
     assert "| ChatterboxTTS | drop-in |" in text and "3.00x faster" in text and "random weights" in text
+    assert "differ by at most 3.0e-05" in text
     assert "Skipped: no upstream" in "\n".join(chatterbox_section({"skipped": "no upstream"}))
