@@ -32,7 +32,8 @@ class Snake(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha.unsqueeze(0).unsqueeze(-1)
-        return x + (1.0 / (alpha + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+        s = torch.sin(x * alpha)
+        return x + (1.0 / (alpha + 1e-9)) * (s * s)   # s * s, bit-equal to pow(s, 2): a Mul, not ORT's scalar Pow
 
 
 class ResBlock(nn.Module):

@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 
 from ..model.dsp import ConvSpectral, TorchSpectral
 from ..model.s3gen import S3Gen
+from .conv_layout import conv1d_as_2d
 
 
 def fold_weight_norm(model: nn.Module) -> nn.Module:
@@ -37,6 +38,13 @@ def use_conv_spectral(model: S3Gen) -> S3Gen:
     return model
 
 
+def use_2d_vocoder_convs(model: S3Gen) -> S3Gen:
+    """The vocoder's Conv1d layers as 1 x k Conv2d, for ONNX Runtime's NCHWc kernels (see conv_layout).
+    Run after fold_weight_norm: a parametrized conv is a different class and is left as it is."""
+    conv1d_as_2d(model.mel2wav)
+    return model
+
+
 def freeze(model: nn.Module) -> nn.Module:
     model.eval()
     for p in model.parameters():
@@ -46,7 +54,7 @@ def freeze(model: nn.Module) -> nn.Module:
 
 def prepare_for_export(model: S3Gen) -> S3Gen:
     """The export pipeline's transforms, in order."""
-    return freeze(use_conv_spectral(fold_weight_norm(model)))
+    return freeze(use_2d_vocoder_convs(use_conv_spectral(fold_weight_norm(model))))
 
 
 INPLACE_TARGET_SUFFIX = "_"

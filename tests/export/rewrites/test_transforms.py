@@ -59,7 +59,12 @@ def test_conv_spectral_matches_torch_stft_istft(model, weights):
 
 
 def test_prepared_graph_has_no_inplace_ops(weights):
+    from s3gen_export.rewrites.conv_layout import Conv1dAs2d
+
     prepared = prepare_for_export(fresh(weights))
+    # the export form of the vocoder's convs (conv_layout) is part of the preparation
+    assert isinstance(prepared.mel2wav.resblocks[0].convs1[0], Conv1dAs2d)
+    assert isinstance(prepared.mel2wav.f0_predictor.condnet[0], Conv1dAs2d)
     graph = vocoder_component.VocoderGraph(prepared).eval()
     args = tuple(vocoder_inputs((24, 15)))
     program = torch.export.export(graph, args, strict=False)
@@ -74,3 +79,31 @@ def test_inplace_detector_finds_inplace_ops():
             return y
     program = torch.export.export(Bad(), (torch.ones(3),), strict=False)
     assert inplace_ops(program.graph), "the check must be able to fail"
+
+
+def test_2d_vocoder_convs_keep_state_dict_and_outputs(weights):
+    import copy
+
+    from s3gen_export.rewrites.conv_layout import Conv1dAs2d, conv1d_as_2d
+
+    reference = use_conv_spectral(fold_weight_norm(fresh(weights))).mel2wav
+    voc = copy.deepcopy(reference)   # folded: no parametrizations left to copy
+    keys = list(voc.state_dict())
+    count = conv1d_as_2d(voc)
+    assert count == sum(isinstance(m, Conv1dAs2d) for m in voc.modules()) > 70
+    assert type(voc.ups[0]) is torch.nn.ConvTranspose1d   # no NCHWc kernel for these: left 1-D
+    assert conv1d_as_2d(voc) == 0, "switching twice must leave the layers alone"
+    assert list(voc.state_dict()) == keys
+    voc.load_state_dict(reference.state_dict())
+    with torch.inference_mode():
+        got, want = (v(*vocoder_inputs((24, 15)))["wav"] for v in (voc, reference))
+    assert float((got - want).abs().max()) <= 1e-5
+
+
+def test_2d_conv_refuses_padding_it_cannot_express():
+    from s3gen_export.rewrites.conv_layout import conv1d_as_2d
+
+    layer = torch.nn.Sequential(torch.nn.Conv1d(2, 2, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(ValueError, match=r"0: only zero, explicit padding.*reflect"):
+        conv1d_as_2d(layer)
+
