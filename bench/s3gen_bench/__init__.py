@@ -148,6 +148,7 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
         from .meanflow import run_meanflow
 
         results["meanflow"] = run_meanflow(cfg, workdir, progress, *(meanflow or ()))
+        results["meanflow"]["machine"] = results["machine"]   # the numbers carry the CPU they came from
         write_json(out / "meanflow.json", results["meanflow"])
         progress(f"[e] done in {results['meanflow']['seconds'] / 60:.1f} min")
     if "voice" in sections:
@@ -202,6 +203,7 @@ def run_bench(out, quick: bool = False, checkpoint=None, workdir="artifacts/benc
             checkpoints["meanflow"], folders["meanflow"] = mf_checkpoint, mf_folder
         results["chatterbox"] = run_chatterbox(checkpoints, folders, cfg.chatterbox_repeats,
                                                cfg.chatterbox_mean_tokens, progress)
+        results["chatterbox"]["machine"] = results["machine"]   # the numbers carry the CPU they came from
         write_json(out / "chatterbox.json", results["chatterbox"])
     results["seconds"] = time.perf_counter() - start
     results["load_average_at_end"] = load_average()

@@ -91,6 +91,14 @@ def run_chatterbox(checkpoints: dict, artifacts: dict, repeats: int, mean_tokens
     return result
 
 
+def machine_line(machine: dict | None) -> list[str]:
+    if not machine:
+        return []
+    flags = " ".join(f for f in (machine.get("cpu") or {}).get("flags", []) if f.startswith(("avx", "fma")))
+    return [f"Measured {machine.get('date')} on {machine.get('cpu_model')}, {machine.get('cores')} cores "
+            f"(flags: {flags or 'not recorded'}), load average at start {machine.get('load_average_at_start')}.", ""]
+
+
 def chatterbox_section(result: dict) -> list[str]:
     lines = ["## j. Chatterbox generate(): eager S3Gen vs the drop-in", ""]
     if result.get("skipped"):
@@ -99,6 +107,7 @@ def chatterbox_section(result: dict) -> list[str]:
               f"random weights (its seconds per token are real, its tokens are not speech; it stops after "
               f"~{result['mean_tokens']:g} tokens on average), S3Gen on the synthetic checkpoint; the same torch "
               f"seed both ways, so the same tokens reach S3Gen; medians of {result['repeats']}.", "",
+              *machine_line(result.get("machine")),
               "| class | S3Gen | audio s | T3 s | S3Gen s | rest s | total s | S3Gen share |",
               "|---|---|---|---|---|---|---|---|"]
     for variant, v in result["variants"].items():
