@@ -19,7 +19,7 @@ from ...io import expected_noise_shapes
 from ...pipeline import S3GenRuntime
 from ...voice import Voice
 from ...voice_prep import VoicePreparer, embed_reference
-from .tensors import single_row, to_caller, to_numpy
+from .tensors import mono_waveform, single_row, to_caller, to_numpy
 from .tokenizer import S3TokenizerDropIn
 from .upstream_draws import flow_noise, sine_draws
 
@@ -27,15 +27,6 @@ TOKENIZER_RATE = 16000
 UPSTREAM_CFG_RATE = 0.7        # CFM_PARAMS.inference_cfg_rate
 DEFAULT_STEPS = {"standard": 10, "meanflow": 2}
 SOLVERS = {"standard": "euler", "meanflow": "meanflow"}
-
-
-def mono_waveform(ref_wav, name: str = "ref_wav") -> np.ndarray:
-    wav = np.asarray(to_numpy(ref_wav, name), dtype=np.float32)
-    if wav.ndim == 2 and wav.shape[0] == 1:
-        wav = wav[0]
-    if wav.ndim != 1 or wav.shape[0] == 0:
-        raise InputError(f"{name} must be a non-empty mono waveform (L,) or (1, L), got shape {wav.shape}")
-    return wav
 
 
 def voice_from_ref_dict(ref_dict) -> Voice:
@@ -47,9 +38,9 @@ def voice_from_ref_dict(ref_dict) -> Voice:
         raise InputError(f"ref_dict lacks {missing}: give the dict embed_ref returns (Conditionals.gen)")
     prompt_token = to_numpy(ref_dict["prompt_token"], "ref_dict['prompt_token']")
     given = ref_dict.get("prompt_token_len")
-    if given is not None and int(np.ravel(to_numpy(given, "ref_dict['prompt_token_len']"))[0]) != prompt_token.shape[-1]:
-        raise InputError(f"ref_dict['prompt_token_len'] ({int(np.ravel(to_numpy(given, 'prompt_token_len'))[0])}) "
-                         f"must equal the prompt's {prompt_token.shape[-1]} tokens")
+    given = None if given is None else int(np.ravel(to_numpy(given, "ref_dict['prompt_token_len']"))[0])
+    if given is not None and given != prompt_token.shape[-1]:
+        raise InputError(f"ref_dict['prompt_token_len'] ({given}) must equal the prompt's {prompt_token.shape[-1]} tokens")
     return Voice.validated(prompt_token, to_numpy(ref_dict["prompt_feat"], "ref_dict['prompt_feat']").astype(np.float32),
                            to_numpy(ref_dict["embedding"], "ref_dict['embedding']").astype(np.float32))
 
@@ -105,7 +96,7 @@ class S3GenDropIn:
         """A reference clip -> upstream's ref_dict (prompt_token, prompt_token_len, prompt_feat,
         prompt_feat_len, embedding), with upstream's resamplers (torchaudio's sinc, from ref_sr)."""
         device = self._device if device == "auto" else torch.device(device)
-        wav = mono_waveform(ref_wav)
+        wav = mono_waveform(ref_wav, "ref_wav")
         if isinstance(ref_sr, bool) or not isinstance(ref_sr, (int, np.integer)) or ref_sr <= 0:
             raise InputError(f"ref_sr must be a positive whole number of Hz, got {ref_sr!r}")
         if not np.all(np.isfinite(wav)):
@@ -195,4 +186,4 @@ class S3GenDropIn:
         return to_caller(result.wav[None], self._device, self._dtype), None
 
 
-__all__ = ["S3GenDropIn", "voice_from_ref_dict", "mono_waveform"]
+__all__ = ["S3GenDropIn", "voice_from_ref_dict"]

@@ -28,9 +28,19 @@ def single_row(value, name: str) -> np.ndarray:
                      f"got {tuple(array.shape)}")
 
 
+def mono_waveform(value, name: str) -> np.ndarray:
+    """(L,) or (1, L), tensor or array -> a non-empty 1-D float32 array."""
+    wav = np.asarray(to_numpy(value, name), dtype=np.float32)
+    if wav.ndim == 2 and wav.shape[0] == 1:
+        wav = wav[0]
+    if wav.ndim != 1 or wav.shape[0] == 0:
+        raise InputError(f"{name} must be a non-empty mono waveform (L,) or (1, L), got shape {wav.shape}")
+    return wav
+
+
 def to_caller(array: np.ndarray, device, dtype=None) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(array))
     return tensor.to(device=device, dtype=dtype) if dtype is not None else tensor.to(device=device)
 
 
-__all__ = ["to_numpy", "single_row", "to_caller"]
+__all__ = ["to_numpy", "single_row", "mono_waveform", "to_caller"]

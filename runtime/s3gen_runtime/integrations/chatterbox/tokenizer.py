@@ -9,21 +9,14 @@ from ... import frontend
 from ...errors import InputError
 from ...fsq import fsq_tokens
 from ...voice_prep import run_tokenizer
-from .tensors import to_caller, to_numpy
+from .tensors import mono_waveform, to_caller
 
 MEL_FRAMES_PER_TOKEN = 4   # the tokenizer's log-mel runs at 100 Hz, its tokens at 25 Hz
 
 
 def waveforms(wavs) -> list[np.ndarray]:
     """A list of (L,) / (1, L) waveforms, or a (B, L) tensor, -> 1-D float32 arrays (upstream iterates the same)."""
-    rows = []
-    for index, wav in enumerate(list(wavs)):
-        array = np.asarray(to_numpy(wav, f"wavs[{index}]"), dtype=np.float32)
-        if array.ndim == 2 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim != 1 or array.shape[0] == 0:
-            raise InputError(f"wavs[{index}] must be a non-empty 16 kHz waveform (L,) or (1, L), got {array.shape}")
-        rows.append(array)
+    rows = [mono_waveform(wav, f"wavs[{index}]") for index, wav in enumerate(list(wavs))]
     if not rows:
         raise InputError("the tokenizer needs at least one waveform")
     return rows
