@@ -13,25 +13,13 @@ import tempfile
 from pathlib import Path
 
 from .common import Progress
-from .upstream_chatterbox import UpstreamMissing, import_upstream, standard_tts, turbo_tts, upstream_s3gen
+from .upstream_chatterbox import (UpstreamMissing, import_upstream, random_ref_dict, standard_tts, turbo_tts,
+                                  upstream_s3gen)
 
 TEXT = "hello there, this is a benchmark of upstream chatterbox with and without s3gen-aot."
 MAKE_TTS = {"standard": standard_tts, "meanflow": turbo_tts}
 CLASS = {"standard": "ChatterboxTTS", "meanflow": "ChatterboxTurboTTS"}
 GENERATE_OPTIONS = {"standard": {}, "meanflow": {"top_p": 1.0}}   # Turbo's top_p would drop the rare stop token
-
-
-def random_ref_dict(prompt_tokens: int = 150, seed: int = 0) -> dict:
-    """A 6 s voice in upstream's ref_dict form (random prompt tokens, a log-mel-like prompt, an x-vector)."""
-    import numpy as np
-    import torch
-
-    rng = np.random.default_rng(seed)
-    return {"prompt_token": torch.from_numpy(rng.integers(0, 6561, (1, prompt_tokens))),
-            "prompt_token_len": torch.tensor([prompt_tokens]),
-            "prompt_feat": torch.from_numpy((rng.standard_normal((1, 2 * prompt_tokens, 80)) * 2 - 5).astype(np.float32)),
-            "prompt_feat_len": None,
-            "embedding": torch.from_numpy(rng.standard_normal((1, 192)).astype(np.float32))}
 
 
 def measure_variant(variant: str, checkpoint: Path, artifacts: Path, repeats: int, mean_tokens: float,

@@ -62,6 +62,18 @@ def import_upstream() -> None:
         raise UpstreamMissing(f"upstream chatterbox-tts not installed ({e}); make setup-upstream installs it") from e
 
 
+def random_ref_dict(prompt_tokens: int = 150, seed: int = 0) -> dict:
+    """A voice (prompt_tokens / 25 s) in upstream's ref_dict form (random prompt tokens, a log-mel-like prompt, an x-vector)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    return {"prompt_token": torch.from_numpy(rng.integers(0, 6561, (1, prompt_tokens))),
+            "prompt_token_len": torch.tensor([prompt_tokens]),
+            "prompt_feat": torch.from_numpy((rng.standard_normal((1, 2 * prompt_tokens, 80)) * 2 - 5).astype(np.float32)),
+            "prompt_feat_len": None,
+            "embedding": torch.from_numpy(rng.standard_normal((1, 192)).astype(np.float32))}
+
+
 def upstream_s3gen(checkpoint, meanflow: bool):
     """Upstream's own S3Token2Wav with the synthetic checkpoint's tensors, eval mode."""
     from safetensors.torch import load_file

@@ -2,7 +2,6 @@
 section j shares)."""
 import os
 
-import numpy as np
 import pytest
 
 from s3gen_bench import upstream_chatterbox
@@ -25,15 +24,8 @@ def upstream():
 
 
 def random_ref_dict(seed: int = 0) -> dict:
-    """A ref_dict as embed_ref returns it: prompt tokens, a log-mel-like prompt (F = 2P) and an x-vector."""
-    import torch
-
-    rng = np.random.default_rng(seed)
-    p = PROMPT_TOKENS
-    return {"prompt_token": torch.from_numpy(rng.integers(0, 6561, (1, p))), "prompt_token_len": torch.tensor([p]),
-            "prompt_feat": torch.from_numpy((rng.standard_normal((1, 2 * p, 80)) * 2 - 5).astype(np.float32)),
-            "prompt_feat_len": None,
-            "embedding": torch.from_numpy(rng.standard_normal((1, 192)).astype(np.float32))}
+    """A ref_dict as embed_ref returns it, with PROMPT_TOKENS prompt tokens (F = 2P)."""
+    return upstream_chatterbox.random_ref_dict(PROMPT_TOKENS, seed)
 
 
 @pytest.fixture(scope="session")
