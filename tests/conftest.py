@@ -6,12 +6,32 @@ golden folder is a failure, not a skip: the parity tests must run.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# What a default run holds under its basetemp at its peak (two full-size checkpoints, two exports, the module
+# fixtures alive beside them), with margin (README, "Tests", gives the measured peak). Less free space than this ends as
+# hundreds of unrelated-looking errors from safetensors and onnx when the disk fills, so refuse up front.
+MIN_FREE_GIB = float(os.environ.get("S3GEN_TEST_MIN_FREE_GIB", "12"))
+
+
+def pytest_sessionstart(session):
+    basetemp = session.config.option.basetemp or tempfile.gettempdir()
+    probe = Path(basetemp)
+    while not probe.exists():
+        probe = probe.parent
+    free_gib = shutil.disk_usage(probe).free / 2**30
+    if free_gib < MIN_FREE_GIB:
+        pytest.exit(f"only {free_gib:.1f} GiB free under {probe}; the suite needs about {MIN_FREE_GIB:.0f} GiB "
+                    f"there (full-size synthetic checkpoints and exports). Free space, point TMPDIR or --basetemp "
+                    f"elsewhere, or lower S3GEN_TEST_MIN_FREE_GIB if you know the run needs less.", returncode=3)
 
 
 def _find_golden() -> Path | None:
