@@ -95,6 +95,9 @@ def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Artifact folder.")
 @click.option("--force", is_flag=True, help="Rebuild every graph, and overwrite a non-empty folder that holds no "
                                            "artifacts (without it, unchanged graphs of an earlier export are reused).")
+@click.option("--reuse-from", "reuse_from", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Another artifact folder whose graphs are linked in where they are the same (e.g. the voice "
+                   "graphs and HiFT of a standard export, for the meanflow checkpoint). Repeatable.")
 @click.option("--int8", is_flag=True, help="Also write int8 (dynamic, selective) encoder and estimator graphs.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Graphs exported side by side, one worker process each [default: one per core, as memory allows].")
@@ -103,8 +106,8 @@ def synth_checkpoint(out: Path, meanflow: bool, weight_norm: str) -> None:
 @click.option("--vocoder", default="hift", show_default=True,
               help="'hift' (the checkpoint's) or 'vocos:DIR': a Vocos model (config.yaml + pytorch_model.bin) "
                    "trained on S3Gen's mel features; any other features are refused before export.")
-def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, jobs: int | None, buckets: tuple | None,
-               vocoder: str) -> None:
+def export_cmd(checkpoint: Path, out: Path, force: bool, reuse_from: tuple[Path, ...], int8: bool, jobs: int | None,
+               buckets: tuple | None, vocoder: str) -> None:
     """Export CHECKPOINT's graphs to ONNX, validate them against PyTorch, write the manifest."""
     from s3gen_runtime.buckets import DEFAULT_BUCKETS
     from s3gen_export.model.checkpoint import CheckpointError
@@ -114,7 +117,8 @@ def export_cmd(checkpoint: Path, out: Path, force: bool, int8: bool, jobs: int |
     try:
         from s3gen_export.stages.vocos_export import parse_vocoder_option
         export_checkpoint(checkpoint, out, force=force, int8=int8, buckets=buckets or DEFAULT_BUCKETS,
-                          progress=click.echo, vocos=parse_vocoder_option(vocoder), jobs=jobs)
+                          progress=click.echo, vocos=parse_vocoder_option(vocoder), jobs=jobs,
+                          reuse_from=reuse_from)
     except (ExportError, CheckpointError, S3GenError, ValueError) as e:
         _fail(str(e))
 

@@ -1,6 +1,6 @@
 """The export pipeline: checkpoint -> prepared model -> one job per graph (export, validate against eager,
 optional int8), run side by side in worker processes -> manifest. Graphs whose inputs are unchanged since the
-folder's last export are reused; everything is written in a staging folder and swapped in at the end
+folder's last export, or the same as in another export named to reuse from, are reused; everything is written in a staging folder and swapped in at the end
 (incremental.py). Each stage is a function; the CLI strings them together."""
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import onnx
+
 from s3gen_runtime import __version__ as runtime_version
 from s3gen_runtime.backends.base import INT8_SUFFIX
 from s3gen_runtime.buckets import DEFAULT_BUCKETS, make_buckets
 from s3gen_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Audio, Defaults, ExportRecord, GraphBuild, Manifest,
-                                    VocoderSource, write_manifest)
+                                    VocoderSource, sha256_file, write_manifest)
 
 from .model.checkpoint import file_sha256
 from .components import ComponentSpec, specs_for_variant
 from .graph_jobs import GraphJob, default_jobs, run_jobs
 from .stages.graphs import ExportedGraph, ExportError, component_record
+from .stages.onnx_export import set_metadata
 from .incremental import (carry_over, export_context, graph_key, library_versions as _library_versions, link_into,
                           previous_manifest, reusable, staging_folder, swap_in, weights_hash)
 from .model.s3gen import S3Gen, load_s3gen
@@ -95,13 +98,56 @@ def build_manifest(out: Path, variant: str, checkpoint: Path, checkpoint_sha: st
     return Manifest.from_dict(data)
 
 
-def reuse_files(previous: Manifest, src: Path, names: list[str], staging: Path) -> None:
-    """Link the reused graphs (and their self-test probes) into the staging folder."""
-    for name in names:
-        component = previous.components[name]
-        link_into(src / component.file, staging / component.file)
+def reuse_source(folder: Path) -> Manifest:
+    """The manifest of a folder named to reuse graphs from; one that is no complete, untampered export is
+    refused by name rather than silently exported around."""
+    manifest = previous_manifest(folder)
+    if manifest is None or manifest.export is None:
+        raise ExportError(f"--reuse-from {folder}: not a complete s3gen-aot export (no manifest with graph keys, "
+                          "or a file whose sha256 does not match it)")
+    return manifest
+
+
+def pick_reused(sources: list[tuple[Path, Manifest]], keys: dict[str, str]) -> dict[str, tuple[Path, Manifest]]:
+    """graph name -> the first source folder holding that graph under the same key (same weights, spec,
+    precision, exporter and library versions: the graph the export would write)."""
+    picked = {}
+    for name, key in keys.items():
+        for folder, manifest in sources:
+            if reusable(manifest, name, key):
+                picked[name] = (folder, manifest)
+                break
+    return picked
+
+
+def reuse_files(reused: dict[str, tuple[Path, Manifest]], staging: Path, variant: str,
+                checkpoint_sha: str) -> dict[str, dict]:
+    """Bring the reused graphs (and their self-test probes) into the staging folder; returns their manifest
+    records. A graph of this checkpoint's export is linked. One from another checkpoint's export (same key:
+    the same weights and spec) is copied with its variant and checkpoint stamped anew, since the runtime
+    refuses a graph whose metadata names another checkpoint than the manifest."""
+    records = {}
+    for name, (src, manifest) in reused.items():
+        component = manifest.components[name]
+        record = component.to_dict()
+        if (manifest.checkpoint.sha256, manifest.checkpoint.variant) == (checkpoint_sha, variant):
+            link_into(src / component.file, staging / component.file)
+        else:
+            record["sha256"] = restamped_copy(src / component.file, staging / component.file,
+                                              {"variant": variant, "checkpoint_sha256": checkpoint_sha})
         if component.selftest is not None:
             link_into(src / component.selftest.file, staging / component.selftest.file)
+        records[name] = record
+    return records
+
+
+def restamped_copy(src: Path, dst: Path, metadata: dict) -> str:
+    """`src` written to `dst` with its s3gen.* metadata updated; returns the new file's sha256."""
+    proto = onnx.load(str(src))
+    set_metadata(proto, metadata)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, str(dst))
+    return sha256_file(dst)
 
 
 def plan_jobs(checkpoint: Path, specs, keys: dict, reused: set, staging: Path, metadata: dict, int8: bool,
@@ -120,11 +166,14 @@ def plan_jobs(checkpoint: Path, specs, keys: dict, reused: set, staging: Path, m
 
 def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8: bool = False,
                       buckets=DEFAULT_BUCKETS, progress: Progress = print, vocos: Path | None = None,
-                      jobs: int | None = None) -> ExportResult:
+                      jobs: int | None = None, reuse_from: tuple[Path, ...] = ()) -> ExportResult:
     """Export every graph of the checkpoint's variant into `out`, validate them, write the manifest.
     With `vocos` (a Vocos folder), that model is the `vocoder` graph instead of the checkpoint's HiFT.
 
-    `out` may hold an earlier export: graphs whose key is unchanged are reused (`force`: rebuild all).
+    `out` may hold an earlier export: graphs whose key is unchanged are reused (`force`: rebuild those).
+    `reuse_from`: other export folders, searched after `out` in the order given, whose graphs are linked in
+    when their key is the same, e.g. the speaker encoder, tokenizer and HiFT of a standard export when
+    exporting the meanflow checkpoint that carries the same weights for them.
     `jobs`: worker processes (default: one per core, as memory allows). `out` changes in one step at the end;
     on any failure it is left as it was.
 
@@ -135,8 +184,10 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     checkpoint, out = Path(checkpoint), Path(out)
     make_buckets(buckets)   # bad bucket tables fail before minutes of export
     vocoder = load_vocoder(vocos, progress) if vocos is not None else None
+    others = [(Path(f), reuse_source(Path(f))) for f in reuse_from]
     previous = None if force else previous_manifest(out)
     check_output_folder(out, force or previous is not None)
+    sources = ([(out, previous)] if previous is not None else []) + others
     progress(f"loading {checkpoint}")
     checkpoint_sha = file_sha256(checkpoint)
     model = prepare_for_export(load_s3gen(checkpoint))
@@ -147,12 +198,15 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     if vocoder is not None:
         specs = tuple(vocos_spec(vocoder.model) if s.name == "vocoder" else s for s in specs)
     keys = graph_keys(model, specs, int8)
-    reused = {name for name, key in keys.items() if reusable(previous, name, key)}
-    if reused:
-        progress(f"reusing {', '.join(n for n in keys if n in reused)} (same weights, spec, exporter and versions)")
+    origin = pick_reused(sources, keys)
+    reused = set(origin)
+    for folder in dict.fromkeys(f for f, _ in origin.values()):
+        names = ", ".join(n for n, (f, _) in origin.items() if f == folder)
+        where = "" if folder == out else f" of {folder}"
+        progress(f"reusing {names}{where} (same weights, spec, exporter and versions)")
     staging = staging_folder(out)
     try:
-        reuse_files(previous, out, [n for n in keys if n in reused], staging)
+        reused_records = reuse_files(origin, staging, model.variant, checkpoint_sha)
         metadata = {"variant": model.variant, "checkpoint_sha256": checkpoint_sha,
                     "schema_version": str(SCHEMA_VERSION), "precision": "fp32"}
         todo = plan_jobs(checkpoint, specs, keys, reused, staging, metadata, int8, vocos)
@@ -171,10 +225,10 @@ def export_checkpoint(checkpoint: Path, out: Path, *, force: bool = False, int8:
     if failed:
         raise ExportError(f"validation failed for {', '.join(failed)}: see the error tables above; {out} is "
                           f"unchanged and the graphs are in {staging}")
-    components = {**{n: previous.components[n].to_dict() for n in reused},
+    components = {**reused_records,
                   **{g.name: component_record(staging, g) for g in result.graphs}}
-    builds = {**{n: GraphBuild(keys[n], True, previous.export.graphs[n].export_s, previous.export.graphs[n].validate_s)
-                 for n in reused},
+    builds = {**{n: GraphBuild(keys[n], True, m.export.graphs[n].export_s, m.export.graphs[n].validate_s)
+                 for n, (_, m) in origin.items()},
               **{b.name: GraphBuild(keys[b.name], False, round(b.export_s, 2), round(b.validate_s, 2)) for b in built}}
     record = ExportRecord(max(workers, 1) if todo else 1, round(time.perf_counter() - started, 2), builds)
     result.manifest = build_manifest(out, model.variant, checkpoint, checkpoint_sha, components, buckets,

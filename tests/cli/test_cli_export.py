@@ -28,6 +28,17 @@ def test_export_refuses_non_empty_folder(synthetic_checkpoint, tmp_path):
     assert result.exit_code == 1 and "--force" in result.output
 
 
+def test_export_reuse_from_a_folder_without_an_export_exits_1_naming_it(tmp_path):
+    # Checked before the checkpoint is read.
+    (tmp_path / "ckpt.safetensors").write_bytes(b"never read")
+    (tmp_path / "stray").mkdir()
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "ckpt.safetensors"), "--out", str(tmp_path / "o"),
+                                       "--reuse-from", str(tmp_path / "stray")])
+    assert result.exit_code == 1, result.output
+    assert f"--reuse-from {tmp_path / 'stray'}: not a complete s3gen-aot export" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("buckets,message", [
     ("256,abc", "'abc' in '256,abc' is not a whole number of mel frames"),
     ("256,", "'' in '256,' is not a whole number of mel frames"),

@@ -36,6 +36,47 @@ def test_unchanged_reexport_reuses_every_graph(exported, synthetic_checkpoint, t
     assert not list(tmp_path.glob(".out.staging-*"))
 
 
+VOICE_AND_HIFT = ["speaker_encoder", "tokenizer", "vocoder"]
+
+
+def test_meanflow_links_in_the_graphs_it_shares_with_a_standard_export(exported, synthetic_checkpoint, tmp_path):
+    """Folders named in reuse_from are searched in order: the graphs meanflow shares with standard (same
+    weights, same spec) come from the first, stamped as meanflow's; its own encoder and estimator (linked)
+    from the second. The runtime takes the folder, metadata checks included."""
+    from s3gen_export.stages.onnx_export import read_metadata
+    from s3gen_runtime.pipeline import S3GenRuntime
+
+    standard, meanflow = exported("standard"), exported("meanflow")
+    out = tmp_path / "out"
+    messages = []
+    result = export_checkpoint(synthetic_checkpoint("meanflow"), out, progress=messages.append,
+                               reuse_from=(standard, meanflow))
+    assert result.graphs == [] and sorted(result.reused) == ["encoder", "estimator", *VOICE_AND_HIFT]
+    said = {m.removeprefix("reusing ").split(" of ")[0] for m in messages if m.startswith("reusing ")
+            and m.endswith(f" of {standard} (same weights, spec, exporter and versions)")}
+    assert [sorted(names.split(", ")) for names in said] == [VOICE_AND_HIFT]
+    manifest = load_manifest(out, verify=True)
+    assert manifest.checkpoint.variant == "meanflow" and set(manifest.components) == {"encoder", "estimator", *VOICE_AND_HIFT}
+    for name, component in manifest.components.items():
+        if name in VOICE_AND_HIFT:
+            stamp = read_metadata(out / component.file)
+            assert (stamp["variant"], stamp["checkpoint_sha256"]) == ("meanflow", manifest.checkpoint.sha256), name
+            assert read_metadata(standard / component.file)["variant"] == "standard"
+        else:
+            assert os.path.samefile(out / component.file, meanflow / component.file), name
+    assert all(g.reused for g in manifest.export.graphs.values())
+    assert S3GenRuntime(out).manifest.checkpoint.variant == "meanflow"
+
+
+def test_reuse_from_a_folder_that_is_no_export_is_refused_by_name(synthetic_checkpoint, tmp_path):
+    from s3gen_export.stages.graphs import ExportError
+
+    (tmp_path / "stray").mkdir()
+    with pytest.raises(ExportError, match=r"--reuse-from .*stray: not a complete s3gen-aot export"):
+        export_checkpoint(synthetic_checkpoint("meanflow"), tmp_path / "out", reuse_from=(tmp_path / "stray",))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_keys_follow_weights_and_spec(synthetic_checkpoint):
     """A changed vocoder weight changes the vocoder's key alone; the two estimators share weights, not keys."""
     import torch
