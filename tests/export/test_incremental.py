@@ -68,6 +68,26 @@ def test_meanflow_links_in_the_graphs_it_shares_with_a_standard_export(exported,
     assert S3GenRuntime(out).manifest.checkpoint.variant == "meanflow"
 
 
+def test_same_weights_in_another_file_reuse_every_graph_stamped_for_it(exported, synthetic_checkpoint, tmp_path):
+    """A re-saved checkpoint (other bytes, same tensors) re-exported into the folder: every key is the same, so
+    nothing is exported, but each graph now names the new file's sha256, which the runtime checks."""
+    from safetensors.torch import load_file, save_file
+    from s3gen_export.model.checkpoint import file_sha256
+    from s3gen_export.stages.onnx_export import read_metadata
+    from s3gen_runtime.pipeline import S3GenRuntime
+
+    resaved = tmp_path / "resaved.safetensors"
+    save_file(load_file(str(synthetic_checkpoint("standard"))), str(resaved), metadata={"note": "re-saved"})
+    out = linked_copy(exported("standard"), tmp_path / "out")
+    result = export_checkpoint(resaved, out, progress=lambda m: None)
+    assert result.reused == ALL and result.graphs == []
+    manifest = load_manifest(out, verify=True)
+    assert manifest.checkpoint.sha256 == file_sha256(resaved)
+    assert {read_metadata(out / c.file)["checkpoint_sha256"] for c in manifest.components.values()} == {
+        file_sha256(resaved)}
+    S3GenRuntime(out)
+
+
 def test_reuse_from_a_folder_that_is_no_export_is_refused_by_name(synthetic_checkpoint, tmp_path):
     from s3gen_export.stages.graphs import ExportError
 
