@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What a default run holds under its basetemp at its peak (two full-size checkpoints, two exports, the module
 # fixtures alive beside them), with margin (README, "Tests", gives the measured peak). Less free space than this ends as
 # hundreds of unrelated-looking errors from safetensors and onnx when the disk fills, so refuse up front.
-MIN_FREE_GIB = float(os.environ.get("S3GEN_TEST_MIN_FREE_GIB", "10"))
+MIN_FREE_GIB = float(os.environ.get("S3GEN_TEST_MIN_FREE_GIB", "12"))
 
 
 def pytest_sessionstart(session):
