@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml bench/pyproject.toml
 	$(BIN)/pip install -q --no-deps vocos==0.1.0
 	touch $(STAMP)
 
-# Upstream chatterbox-tts for the drop-in's tests (s3gen_runtime.integrations.chatterbox), never a dependency
+# Upstream chatterbox-tts for the drop-in's tests (s3gen_chatterbox), never a dependency
 # of s3gen-aot: its wheel without its pins (torch 2.6, torchaudio, gradio...), plus what the imported modules
 # need; and the wheel of every release the drop-in claims (the tests unpack each in a fresh interpreter).
 setup-upstream: $(UPSTREAM)

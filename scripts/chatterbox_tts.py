@@ -34,7 +34,7 @@ def main(argv=None, tts=None) -> int:
     args = parser.parse_args(argv)
 
     import soundfile
-    from s3gen_runtime.integrations.chatterbox import generate_timed, install
+    from s3gen_chatterbox import generate_timed, install
 
     if tts is None:
         tts = load_tts(args.turbo, args.device, args.ckpt_dir)

@@ -9,8 +9,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"s3gen_export": REPO / "export" / "s3gen_export", "s3gen_runtime": REPO / "runtime" / "s3gen_runtime",
-            "s3gen_cli": REPO / "cli" / "s3gen_cli", "s3gen_bench": REPO / "bench" / "s3gen_bench"}
-PRODUCT = ("s3gen_export", "s3gen_runtime", "s3gen_cli")
+            "s3gen_cli": REPO / "cli" / "s3gen_cli", "s3gen_bench": REPO / "bench" / "s3gen_bench",
+            "s3gen_chatterbox": REPO / "integrations" / "s3gen_chatterbox"}
+PRODUCT = ("s3gen_export", "s3gen_runtime", "s3gen_cli", "s3gen_chatterbox")
 MAX_LINES = 450
 MAX_EXPORT_TOP_MODULES = 8
 

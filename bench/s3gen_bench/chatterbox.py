@@ -26,7 +26,7 @@ def measure_variant(variant: str, checkpoint: Path, artifacts: Path, repeats: in
                     progress: Progress) -> dict:
     import torch
 
-    from s3gen_runtime.integrations.chatterbox import generate_timed, install
+    from s3gen_chatterbox import generate_timed, install
 
     eager = upstream_s3gen(checkpoint, variant == "meanflow")
     tts = MAKE_TTS[variant](eager, Path(tempfile.mkdtemp()), random_ref_dict(), real_size=True, mean_tokens=mean_tokens)

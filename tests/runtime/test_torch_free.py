@@ -11,13 +11,10 @@ RUNTIME_SCRIPT = textwrap.dedent("""
     import s3gen_runtime
     def import_all(path, prefix):
         for m in pkgutil.iter_modules(path, prefix):
-            # the Chatterbox drop-in is the one part that imports torch: its caller's TTS object runs on it
-            if m.name != "s3gen_runtime.integrations.chatterbox":
-                module = importlib.import_module(m.name)
-                if m.ispkg:
-                    import_all(module.__path__, m.name + ".")
+            module = importlib.import_module(m.name)
+            if m.ispkg:
+                import_all(module.__path__, m.name + ".")
     import_all(s3gen_runtime.__path__, "s3gen_runtime.")
-    assert "s3gen_runtime.integrations" in sys.modules
     from s3gen_runtime.pipeline import S3GenRuntime
     from s3gen_runtime.voice import Voice
     rng = np.random.default_rng(0)

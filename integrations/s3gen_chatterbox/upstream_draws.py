@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from ...constants import MEL_BINS, N_HARMONICS, SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
+from s3gen_runtime.constants import MEL_BINS, N_HARMONICS, SAMPLES_PER_FRAME, TOKEN_MEL_RATIO
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -6,7 +6,7 @@ import soundfile
 import torch
 
 from s3gen_export.speechlike import speechlike_recording
-from s3gen_runtime.integrations.chatterbox import S3GenDropIn, install
+from s3gen_chatterbox import S3GenDropIn, install
 
 from conftest import random_ref_dict
 

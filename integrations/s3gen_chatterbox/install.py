@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from ...errors import InputError
-from ...manifest import load_manifest
-from ...pipeline import S3GenRuntime
+from s3gen_runtime.errors import InputError
+from s3gen_runtime.manifest import load_manifest
+from s3gen_runtime.pipeline import S3GenRuntime
 from .drop_in import S3GenDropIn
 
-# Releases whose S3Gen call contract and random draws the tests check (tests/runtime/integrations/).
+# Releases whose S3Gen call contract and random draws the tests check (tests/integrations/).
 SUPPORTED_VERSIONS = {"chatterbox-tts": ("0.1.6", "0.1.7")}
 DISTRIBUTIONS = {"chatterbox": "chatterbox-tts", "chatterbox_vllm": "chatterbox-vllm"}
 TURBO_CLASSES = ("ChatterboxTurboTTS",)

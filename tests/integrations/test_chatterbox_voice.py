@@ -8,7 +8,7 @@ import torch
 from s3gen_runtime import frontend
 from s3gen_runtime.errors import InputError
 from s3gen_runtime.fsq import fsq_tokens
-from s3gen_runtime.integrations.chatterbox import S3GenDropIn
+from s3gen_chatterbox import S3GenDropIn
 from s3gen_runtime.pipeline import S3GenRuntime
 from s3gen_runtime.voice_prep import run_tokenizer
 

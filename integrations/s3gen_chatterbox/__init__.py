@@ -2,7 +2,8 @@
 drop-in that keeps upstream's call contract (inference, flow_inference, hift_inference, embed_ref, tokenizer,
 device, dtype) and upstream's random draws, so a seeded request gives upstream's mel.
 
-This is the one part of the runtime that imports torch: its caller's TTS object already runs on it.
+It imports torch, as its caller's TTS object already does, so it lives beside the runtime (s3gen_runtime,
+which never imports torch) rather than in it.
 """
 from .drop_in import S3GenDropIn
 from .install import SUPPORTED_VERSIONS, UnsupportedUpstream, install, upstream_version

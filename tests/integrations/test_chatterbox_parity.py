@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from s3gen_runtime.integrations.chatterbox import S3GenDropIn, install
+from s3gen_chatterbox import S3GenDropIn, install
 
 MEL_TOL, WAV_TOL = 1e-3, 2e-3
 SEED = 7

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ... import frontend
-from ...errors import InputError
-from ...fsq import fsq_tokens
-from ...voice_prep import run_tokenizer
+from s3gen_runtime import frontend
+from s3gen_runtime.errors import InputError
+from s3gen_runtime.fsq import fsq_tokens
+from s3gen_runtime.voice_prep import run_tokenizer
 from .tensors import mono_waveform, to_caller
 
 MEL_FRAMES_PER_TOKEN = 4   # the tokenizer's log-mel runs at 100 Hz, its tokens at 25 Hz

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from s3gen_runtime.integrations.chatterbox.upstream_draws import flow_noise, sine_draws
+from s3gen_chatterbox.upstream_draws import flow_noise, sine_draws
 
 
 def test_standard_flow_noise_is_one_randn_over_prompt_and_new_frames():

@@ -11,14 +11,14 @@ import threading
 import numpy as np
 import torch
 
-from ...batching import Request
-from ...constants import MEL_BINS, SAMPLE_RATE, SAMPLES_PER_FRAME, SPEECH_VOCAB_SIZE
-from ...errors import InputError
-from ...frontend import sinc_resample
-from ...io import expected_noise_shapes
-from ...pipeline import S3GenRuntime
-from ...voice import Voice
-from ...voice_prep import VoicePreparer, embed_reference
+from s3gen_runtime.batching import Request
+from s3gen_runtime.constants import MEL_BINS, SAMPLE_RATE, SAMPLES_PER_FRAME, SPEECH_VOCAB_SIZE
+from s3gen_runtime.errors import InputError
+from s3gen_runtime.frontend import sinc_resample
+from s3gen_runtime.io import expected_noise_shapes
+from s3gen_runtime.pipeline import S3GenRuntime
+from s3gen_runtime.voice import Voice
+from s3gen_runtime.voice_prep import VoicePreparer, embed_reference
 from .tensors import mono_waveform, single_row, to_caller, to_numpy
 from .tokenizer import S3TokenizerDropIn
 from .upstream_draws import flow_noise, sine_draws

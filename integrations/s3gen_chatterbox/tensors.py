@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...errors import InputError
+from s3gen_runtime.errors import InputError
 
 
 def to_numpy(value, name: str) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from s3gen_runtime.errors import InputError
-from s3gen_runtime.integrations.chatterbox import SUPPORTED_VERSIONS, UnsupportedUpstream, install, upstream_version
+from s3gen_chatterbox import SUPPORTED_VERSIONS, UnsupportedUpstream, install, upstream_version
 
 UPSTREAM_WHEELS = Path(os.environ.get("S3GEN_UPSTREAM_WHEELS", Path(sys.prefix) / "upstream-wheels"))
 
@@ -53,7 +53,7 @@ CHECK_RELEASE = textwrap.dedent("""
     U.import_upstream()
     import chatterbox
     assert chatterbox.__file__.startswith(sys.argv[1]), chatterbox.__file__
-    from s3gen_runtime.integrations.chatterbox import install, upstream_version
+    from s3gen_chatterbox import install, upstream_version
     s3gen = U.upstream_s3gen(sys.argv[2], meanflow=True)
     rng = np.random.default_rng(0)
     ref = {"prompt_token": torch.from_numpy(rng.integers(0, 6561, (1, 10))), "prompt_token_len": torch.tensor([10]),

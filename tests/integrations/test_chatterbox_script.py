@@ -6,7 +6,7 @@ from pathlib import Path
 import soundfile
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "chatterbox_tts.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "chatterbox_tts.py"
 
 
 def load_script():
